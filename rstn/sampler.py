@@ -173,7 +173,7 @@ def lasagne2015_sample(image: Tensor, grid: Tensor) -> Tensor:
     """
     _check_sample_args(image, grid)
     height, width = image.shape[2], image.shape[3]
-    # deviation from the modern convention, kept on purpose: (g + 1) W / 2 maps +1 one pixel past the last centre
+    # deviation from align_corners=True, kept on purpose: (g + 1) W / 2 puts +1 one pixel past the last centre
     x = (grid[..., 0] + 1) * width / 2
     y = (grid[..., 1] + 1) * height / 2
     m0, n0 = x.detach().floor(), y.detach().floor()

@@ -144,7 +144,8 @@ def test_nearest_kernel_matches_references():
     ours = transform(image, theta, size=(7, 8), method="equations", kernel="nearest")
     torch.testing.assert_close(ours, torch_reference(image, theta, (7, 8), mode="nearest"))
     grid = affine_grid(theta, (7, 8))
-    np.testing.assert_array_equal(nearest_sample(image, grid).numpy(), literal_nearest(image.numpy(), grid.numpy()))
+    literal = literal_nearest(image.numpy(), grid.numpy())
+    np.testing.assert_array_equal(nearest_sample(image, grid).numpy(), literal)
     assert transform(image, theta, size=(7, 8), kernel="nearest").shape == (2, 2, 7, 8)
 
 
