@@ -1,0 +1,98 @@
+"""The notebooks: the training notebook runs end to end (papermill, smoke profile, a temporary results
+folder), and the sources and executed chapters keep the book's rules.
+
+The chapters themselves are checked by nbval (`make nbval`): re-executing book/NN-*.ipynb must reproduce
+their stored text outputs. This file covers what nbval does not: the training notebook (a run of its own
+per row, too slow and too variable to re-execute as a baseline), and that the executed chapters are the
+current sources (nbval re-executes the code stored in the .ipynb, not the .md it was made from).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from rstn import experiments
+from rstn import notebooks as nbrun
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = nbrun.sources(ROOT)
+
+
+def _text_outputs(nb) -> str:
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if o["output_type"] == "stream":
+                out.append(o["text"])
+            elif "data" in o:
+                out.append(o["data"].get("text/plain", ""))
+    return "".join(out)
+
+
+def test_training_notebook_smoke_run_writes_results_and_skips_a_rerun(tmp_path):
+    output = tmp_path / "run" / "03-training.ipynb"
+    results = tmp_path / "results"
+    executed = nbrun.run_training("rnn-spn-d2", "smoke", seed=0, device="cpu", output=output,
+                                  results_dir=results, root=ROOT)
+    assert executed == output
+    nb = nbformat.read(output, as_version=4)
+    outputs = [o for cell in nb.cells for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert not [o for o in outputs if o["output_type"] == "stream" and o["name"] == "stderr"], "stderr in output"
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})], \
+        "a widget (tqdm.auto?) in the training output"
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "results_dir = \"../results\"" in injected[0].source  # relative to output
+
+    record = experiments.read_run(results / "smoke" / "rnn-spn-d2" / "seed0" / experiments.RUN_FILE)
+    assert record["status"] == "finished" and record["epochs_run"] == experiments.PROFILES["smoke"].train.max_epochs
+    text = _text_outputs(nb)
+    assert f"per-digit test error {100 * record['final']['test_error']:.2f}%" in text
+    assert "papermill" not in json.dumps([c.metadata for c in nb.cells])  # timing metadata stripped
+
+    # Same config, results and notebook present: nothing runs again.
+    assert nbrun.run_training("rnn-spn-d2", "smoke", seed=0, device="cpu", output=output,
+                              results_dir=results, root=ROOT) is None
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
+def test_source_has_parameters_kernel_and_defines_no_functions(source):
+    nb = jupytext.read(source)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert nbrun.notebook_parameters(nb), f"{source.name} has no cell tagged `parameters`"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            tree = ast.parse(cell.source)
+            defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+            assert not defined, f"{source.name} defines {defined}: reusable code belongs in the rstn package"
+
+
+@pytest.mark.parametrize("name", nbrun.chapter_names(ROOT))
+def test_executed_chapter_is_the_current_source(name):
+    executed_path = ROOT / "book" / f"{name}.ipynb"
+    if not executed_path.exists():
+        pytest.fail(f"book/{name}.ipynb is missing: run `make notebooks`")
+    source = jupytext.read(ROOT / "notebooks" / f"{name}.md")
+    executed = nbformat.read(executed_path, as_version=4)
+    code = [c.source for c in executed.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    assert code == [c.source for c in source.cells if c.cell_type == "code"], \
+        f"book/{name}.ipynb was executed from an older notebooks/{name}.md: run `make notebooks`"
+    markdown = [c.source for c in executed.cells if c.cell_type == "markdown"]
+    assert markdown == [c.source for c in source.cells if c.cell_type == "markdown"], \
+        f"book/{name}.ipynb has older text than notebooks/{name}.md: run `make notebooks`"
+
+
+def test_notebook_parameters_reads_the_parameters_cell():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("a = 1"),
+        nbformat.v4.new_code_cell("profile = None  # comment\nseed: int = 0\nx, y = 1, 2",
+                                  metadata={"tags": ["parameters"]}),
+    ])
+    assert nbrun.notebook_parameters(nb) == {"profile", "seed"}
