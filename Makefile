@@ -6,7 +6,19 @@ BIN := $(VENV)/bin
 # torch for machines without a GPU: the CPU build (an unpinned torch pulls GBs of CUDA wheels).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: help install test unit-test
+.PHONY: help install test unit-test replicate notebooks book serve nbval vendor
+
+# The book (issue 5). PROFILE: smoke | quick | paper | auto (replicate: paper on CUDA, else quick;
+# notebooks: the best profile that has results). FORCE=1 retrains rows whose results exist.
+PROFILE ?= auto
+SEEDS ?= 0
+FORCE ?=
+DEVICE ?=
+PORT ?= 8000
+NOTEBOOKS := $(BIN)/python -m rstn.notebooks
+# The executed chapters that nbval re-executes: every book/NN-*.ipynb except the training run, which
+# tests/test_notebooks.py checks by a papermill smoke run instead.
+NBVAL_NOTEBOOKS = $(filter-out book/03-training.ipynb,$(wildcard book/[0-9][0-9]-*.ipynb))
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,7 +36,28 @@ $(BIN)/rstn: pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $@
 
-test: install unit-test  ## run the whole test suite
+test: install unit-test nbval  ## run the whole test suite (unit tests incl. the training-notebook smoke run, nbval)
 
 unit-test:  ## unit tests of the package
 	$(BIN)/python -m pytest tests -q
+
+replicate: install  ## data -> train every Table 1 row via papermill -> chapters -> book [PROFILE= SEEDS="0 1" FORCE=1 DEVICE=]
+	$(NOTEBOOKS) replicate --profile $(PROFILE) --seeds $(SEEDS) $(if $(FORCE),--force) $(if $(DEVICE),--device $(DEVICE))
+	$(MAKE) book
+
+notebooks: install  ## execute the chapters (not training) into book/ from existing results [PROFILE=]
+	$(NOTEBOOKS) chapters --profile $(PROFILE)
+
+book: install  ## build the Jupyter Book into _build/html: warnings are errors, nothing from the network
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+	$(BIN)/python -m pytest -q tests/test_book_offline.py
+
+serve:  ## serve the built book on http://localhost:$(PORT)
+	$(BIN)/python -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
+
+nbval: install  ## re-execute the executed chapters in book/ and compare their text outputs
+	$(BIN)/python -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval-sanitize.cfg \
+	  $(NBVAL_NOTEBOOKS)
+
+vendor:  ## re-copy MathJax, RequireJS and the widget manager from npm into book/_static/vendor (needs npm)
+	tools/vendor/vendor.sh
