@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from rstn.mnist import MNIST_SHA256, cache_dir as _cache_root, load_mnist
+from rstn.mnist import MNIST_SHA256, cache_dir as _cache_root, load_mnist, publish
 
 GENERATOR_VERSION = 1  # bump whenever the same (config, seed) would produce different data
 DIGIT_SIZE = 28
@@ -134,8 +134,8 @@ class SplitDraws:
         return len(self.digit_index)
 
 
-def _rngs(seed: int) -> dict[str, np.random.Generator]:
-    # Independent streams, so that e.g. n_train does not change the test set.
+def seed_streams(seed: int) -> dict[str, np.random.Generator]:
+    """One independent generator each for the pool and the three splits (so n_train does not change test)."""
     streams = np.random.SeedSequence(seed).spawn(1 + len(SPLITS))
     return {name: np.random.default_rng(s) for name, s in zip(("pool", *SPLITS), streams)}
 
@@ -247,7 +247,7 @@ def generate_sequences(config: SequenceConfig = SequenceConfig(), seed: int = 0,
         {"train" | "valid" | "test": SequenceSplit} with config.n_train / n_valid / n_test images.
     """
     mnist = load_mnist(data_dir)
-    rngs = _rngs(seed)
+    rngs = seed_streams(seed)
     sources = np.concatenate([mnist[name][0] for name in config.clutter_sources])  # (M, 28, 28)
     pool = build_pool(config, sources, draw_pool(config, len(sources), rngs["pool"]))
     del sources
@@ -338,7 +338,7 @@ def save_cache(path: str | Path, splits: dict[str, SequenceSplit], config: Seque
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 

@@ -72,6 +72,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def publish(tmp: str | Path, final: str | Path) -> None:
+    """Give a finished temp file the usual permissions (mkstemp makes it 0600) and rename it into place atomically."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, final)
+
+
 def verify_file(path: str | Path, expected: str = MNIST_SHA256) -> None:
     """Raise ``ChecksumError`` unless ``path`` has SHA-256 ``expected``; the message says how to fix it."""
     actual = sha256_file(path)
@@ -138,7 +146,7 @@ def download_mnist(target_dir: str | Path, sources: Sequence[Source] | None = No
             actual = sha256_file(tmp)
             if actual != expected:
                 raise ChecksumError(f"got SHA-256 {actual}, expected {expected}")
-            os.replace(tmp, final)
+            publish(tmp, final)
             return final
         except (OSError, ValueError, subprocess.SubprocessError, zipfile.BadZipFile, KeyError) as err:
             reason = f"{type(err).__name__}: {err}".splitlines()[0]

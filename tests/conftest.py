@@ -1,0 +1,58 @@
+"""Shared fixtures: the MNIST file, a small generated data set, and the per-image reference generator.
+
+RSTN_DATA_DIR: when unset and ../shared/data holds the MNIST pickle, the tests use it (no download).
+Without either, the ``mnist_file`` fixture fetches MNIST into the cache dir, as a fresh machine would.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+if not os.environ.get("RSTN_DATA_DIR") and (SHARED_DATA / "mnist.pkl.gz").is_file():
+    os.environ["RSTN_DATA_DIR"] = str(SHARED_DATA)
+
+from rstn.data import SequenceConfig, generate_sequences  # noqa: E402
+from rstn.mnist import load_mnist, mnist_path  # noqa: E402
+
+# Small enough to generate in a fraction of a second, large enough to cover every draw's range often.
+SMALL_CONFIG = SequenceConfig(n_train=150, n_valid=50, n_test=50)
+
+
+@pytest.fixture(scope="session")
+def mnist_file() -> Path:
+    """Path of the verified mnist.pkl.gz ($RSTN_DATA_DIR, the cache dir, or fetched)."""
+    return mnist_path()
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_file: Path) -> dict:
+    """{"train" | "valid" | "test": (images (N, 28, 28) float32, labels (N,) int64)}."""
+    return load_mnist(mnist_file.parent)
+
+
+@pytest.fixture(scope="session")
+def small_config() -> SequenceConfig:
+    return SMALL_CONFIG
+
+
+@pytest.fixture(scope="session")
+def small_sequences(mnist_file: Path) -> dict:
+    """SMALL_CONFIG generated with seed 0 (treat as read-only: it is shared by the session)."""
+    return generate_sequences(SMALL_CONFIG, seed=0, data_dir=mnist_file.parent)
+
+
+@pytest.fixture(scope="session")
+def reference() -> ModuleType:
+    """benchmarks/bench_generator.py, which holds the per-image reference loop."""
+    spec = importlib.util.spec_from_file_location("bench_generator", ROOT / "benchmarks" / "bench_generator.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
