@@ -1,0 +1,148 @@
+// Open a page with rstn explorers in headless Chromium (Debian's /usr/bin/chromium, driven by
+// playwright-core), use them as a reader would, and write what happened to a JSON report.
+//
+//   node explore.mjs URL OUT_DIR NAME
+//
+// The report holds facts, not verdicts: tests/browser/test_explore_page.py asserts on it and compares
+// the browser's samples with rstn.sampler.transform in Python. Screenshots go to OUT_DIR too.
+import { chromium } from 'playwright-core';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const [url, outDir, name] = process.argv.slice(2);
+if (!url || !outDir || !name) throw new Error('usage: node explore.mjs URL OUT_DIR NAME');
+const started = performance.now();
+
+// theta (t11, t12, t13, t21, t22, t23) and d of the samples compared with Python
+const SAMPLER_CASES = {
+  identity: [[1, 0, 0, 0, 1, 0], 1],
+  zoom: [[0.5, 0, 0, 0, 0.5, 0], 1],
+  rotation: [[Math.cos(0.5), -Math.sin(0.5), 0.1, Math.sin(0.5), Math.cos(0.5), -0.2], 2],
+  translation: [[1, 0, 0.3, 0, 1, -0.25], 1],
+  attention_d3: [[0.4, 0, -0.3, 0, 0.4, 0.2], 3],
+};
+
+/** Requests that stay on this machine: the page's own server, or data the page already holds. */
+function isLocal(requestUrl) {
+  const u = new URL(requestUrl);
+  if (['data:', 'blob:', 'about:'].includes(u.protocol)) return true;
+  return ['http:', 'https:'].includes(u.protocol) && ['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname);
+}
+
+const userDataDir = mkdtempSync(join(tmpdir(), 'rstn-chromium-'));  // a fresh profile every run
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--no-first-run'],
+  viewport: { width: 1100, height: 900 },
+});
+const report = { name, url, requests: [], external_requests: [], failed_requests: [], console_errors: [] };
+try {
+  context.on('request', (r) => report.requests.push(r.url()));
+  // anything not local is recorded and never sent
+  await context.route('**/*', (route) => {
+    const u = route.request().url();
+    if (isLocal(u)) return route.continue();
+    report.external_requests.push(u);
+    return route.abort('blockedbyclient');
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  page.on('console', (m) => { if (m.type() === 'error') report.console_errors.push(m.text()); });
+  page.on('pageerror', (e) => report.console_errors.push('uncaught: ' + e.message));
+  page.on('requestfailed', (r) => report.failed_requests.push(r.url() + ' ' + (r.failure() || {}).errorText));
+  page.on('response', (r) => { if (r.status() >= 400) report.failed_requests.push(r.url() + ' HTTP ' + r.status()); });
+
+  await page.goto(url, { waitUntil: 'load' });
+  await page.waitForFunction(() => window.rstnExplorer && window.rstnExplorer.instances.length > 0, null, { timeout: 15000 });
+  await page.waitForLoadState('networkidle');
+  report.explorers_in_page = await page.locator('.rstn-explorer').count();
+  report.explorers_mounted = await page.evaluate(() => window.rstnExplorer.instances.map((i) => i.kind));
+
+  // ---- the affine explorer, used through its controls
+  const affine = page.locator('.rstn-explorer.rstn-affine').first();
+  await affine.scrollIntoViewIfNeeded();
+  const output = affine.locator('canvas[data-role=output]');
+  const grey = () => output.evaluate((c) => window.rstnExplorer.canvasGray(c));
+  const inputLevels = await page.evaluate(() =>
+    Array.from(window.rstnExplorer.instances.find((i) => i.kind === 'affine').image.data, (v) => Math.round(255 * v)));
+  const mismatches = (a, b) => (a.length === b.length ? a.filter((v, i) => v !== b[i]).length : Math.max(a.length, b.length));
+
+  await affine.locator('button[data-d="1"]').click();
+  await affine.locator('button[data-preset=identity]').click();
+  const before = await grey();
+  // click on the theta13 slider's track, as a reader would: the thumb jumps there and the input fires
+  const theta13 = affine.getByLabel('θ13');
+  const box = await theta13.boundingBox();
+  await page.mouse.click(box.x + 0.8 * box.width, box.y + box.height / 2);
+  const after = await grey();
+  report.slider = {
+    value: Number(await theta13.inputValue()),
+    theta: await page.evaluate(() => window.rstnExplorer.instances.find((i) => i.kind === 'affine').theta()),
+    changed_pixels: mismatches(before, after),
+  };
+
+  await affine.locator('button[data-preset=identity]').click();
+  const identity = await grey();
+  report.identity = { pixels: identity.length, input_pixels: inputLevels.length,
+    mismatches_with_input: mismatches(identity, inputLevels) };
+
+  // what the reader sees is what the sampler computes: the canvas after a preset vs sample()
+  await affine.locator('button[data-preset=rotate]').click();
+  await affine.locator('button[data-d="2"]').click();
+  const shown = await grey();
+  report.canvas_vs_sample = await page.evaluate((shownLevels) => {
+    const inst = window.rstnExplorer.instances.find((i) => i.kind === 'affine');
+    const s = window.rstnExplorer.sample(inst.theta(), inst.d());
+    const levels = s.data.map((v) => Math.round(255 * Math.min(1, Math.max(0, v))));
+    return { height: s.height, width: s.width, mismatches: levels.filter((v, i) => v !== shownLevels[i]).length };
+  }, shown);
+  await affine.screenshot({ path: join(outDir, `affine-${name}.png`) });
+
+  // ---- the browser's sampler on fixed theta, for Python to compare with rstn.sampler.transform
+  report.image = { height: 0, width: 0, levels: inputLevels };
+  report.samples = await page.evaluate((cases) => {
+    const out = {};
+    for (const [caseName, [theta, d]] of Object.entries(cases)) out[caseName] = { theta, d, ...window.rstnExplorer.sample(theta, d) };
+    return out;
+  }, SAMPLER_CASES);
+  Object.assign(report.image, await page.evaluate(() => {
+    const im = window.rstnExplorer.instances.find((i) => i.kind === 'affine').image;
+    return { height: im.height, width: im.width };
+  }));
+
+  // ---- the attention explorer: its crops come from the saved theta through the same sampler
+  const attention = page.locator('.rstn-explorer.rstn-attention').first();
+  if (await attention.count()) {
+    await attention.scrollIntoViewIfNeeded();
+    const cropLevels = () => attention.locator('canvas.rstn-crop').evaluateAll((cs) => cs.map((c) => window.rstnExplorer.canvasGray(c)));
+    const first = await cropLevels();
+    report.attention = await page.evaluate(() => {
+      const inst = window.rstnExplorer.instances.find((i) => i.kind === 'attention');
+      const crops = {};
+      for (const row of inst.rows) crops[row] = Array.from({ length: inst.steps(row) }, (_, t) => inst.crop(row, 0, t));
+      return { rows: inst.rows, count: inst.count, image0: inst.imageLevels(0), crops };
+    });
+    // the canvases shown for the first row and image are those crops
+    const firstRow = report.attention.crops[report.attention.rows[0]];
+    report.attention.shown_vs_crop_mismatches = first.reduce((sum, levels, t) =>
+      sum + mismatches(levels, firstRow[t].data.map((v) => Math.round(255 * Math.min(1, Math.max(0, v))))), 0);
+    report.attention.shown_crops = first.length;
+    await attention.locator('button', { hasText: '▶' }).click();
+    report.attention.next_image_changes_crops = mismatches(first.flat(), (await cropLevels()).flat()) > 0;
+    if (report.attention.rows.length > 1) {
+      await attention.locator('select').selectOption({ index: 1 });
+      report.attention.other_row_crops = (await cropLevels()).length;
+    }
+    await attention.screenshot({ path: join(outDir, `attention-${name}.png`) });
+  }
+  await page.screenshot({ path: join(outDir, `page-${name}.png`), fullPage: true });
+} finally {
+  await context.close();
+  rmSync(userDataDir, { recursive: true, force: true });
+  report.seconds = (performance.now() - started) / 1000;
+  writeFileSync(join(outDir, `report-${name}.json`), JSON.stringify(report));
+}
+console.log(`${name}: ${report.requests.length} requests, ${report.console_errors.length} console errors, ` +
+  `${report.seconds.toFixed(1)} s in the browser`);
