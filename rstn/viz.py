@@ -44,3 +44,63 @@ def plot_sequences(split: SequenceSplit, n: int = 16, boxes: bool = True, ncols:
         ax.set_title(" ".join(str(int(label)) for label in split.labels[i]), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: np.ndarray | None = None,
+                   predictions: np.ndarray | None = None, boxes: np.ndarray | None = None,
+                   size: float = 2.0) -> Figure:
+    """Where a transformer model looks, laid out as the RNN-SPN paper's Figure 3.
+
+    One row per image: the image with each step's glimpse outlined and numbered (the true digit boxes
+    dashed), then the glimpse each step sampled, titled with the prediction (red where it is wrong).
+
+    Args:
+        images: (N, H, W) in [0, 1].
+        theta: (N, T, 2, 3), output -> input in normalised coordinates (the ``rstn.sampler`` convention).
+        d: down-sampling factor of the glimpses, floor(H/d) x floor(W/d) (RNN-SPN eq. 4).
+        labels, predictions: (N, D) digits left to right; step t shows digit t when T = D, all D when T = 1.
+        boxes: (N, D, 4) true digit boxes (x_min, y_min, x_max, y_max), exclusive max edges.
+    """
+    import torch
+
+    from rstn.sampler import transform
+
+    images, theta = np.asarray(images, np.float32), np.asarray(theta, np.float32)
+    n, steps = theta.shape[:2]
+    height, width = images.shape[1:]
+    x = torch.from_numpy(images).unsqueeze(1).repeat_interleave(steps, 0)  # (N*T, 1, H, W)
+    glimpses = transform(x, torch.from_numpy(theta).reshape(n * steps, 2, 3), d=d)[:, 0].numpy()
+    glimpses = glimpses.reshape(n, steps, *glimpses.shape[1:])  # (N, T, h, w)
+    # the glimpse's corner sample points: normalised -1/+1 are the centres of pixels 0 and W-1
+    corners = np.array([[-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1], [-1, -1, 1]], np.float32)
+    fig, axes = plt.subplots(n, 1 + steps, figsize=(size * (1 + steps), size * n + 0.3), squeeze=False)
+    for i in range(n):
+        ax = axes[i, 0]
+        ax.imshow(images[i], cmap="gray", vmin=0.0, vmax=1.0, extent=(0, width, height, 0))
+        if boxes is not None:
+            for j, (x0, y0, x1, y1) in enumerate(np.asarray(boxes[i], dtype=float)):
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=0.8, ls="--",
+                                       edgecolor=BOX_COLOURS[j % len(BOX_COLOURS)]))
+        for t in range(steps):
+            points = corners @ theta[i, t].T  # (5, 2) normalised (x, y)
+            px = (points[:, 0] + 1) / 2 * (width - 1) + 0.5
+            py = (points[:, 1] + 1) / 2 * (height - 1) + 0.5
+            colour = BOX_COLOURS[t % len(BOX_COLOURS)]
+            ax.plot(px, py, color=colour, lw=1.5)
+            ax.text(px[0] + 1, py[0] + 1, str(t + 1), color=colour, fontsize=9, va="top", ha="left")
+        ax.set(xlim=(0, width), ylim=(height, 0), xticks=[], yticks=[])
+        if labels is not None:
+            ax.set_title("true " + " ".join(str(int(v)) for v in labels[i]), fontsize=9)
+        for t in range(steps):
+            ax = axes[i, 1 + t]
+            ax.imshow(glimpses[i, t], cmap="gray", vmin=0.0, vmax=1.0)
+            ax.set(xticks=[], yticks=[])
+            for side in ax.spines.values():
+                side.set_edgecolor(BOX_COLOURS[t % len(BOX_COLOURS)])
+            if predictions is not None:
+                shown = [t] if steps == predictions.shape[1] else list(range(predictions.shape[1]))
+                wrong = labels is not None and any(predictions[i, k] != labels[i, k] for k in shown)
+                ax.set_title(f"step {t + 1}: " + " ".join(str(int(predictions[i, k])) for k in shown),
+                             fontsize=9, color="tab:red" if wrong else "black")
+    fig.tight_layout()
+    return fig
