@@ -1,6 +1,9 @@
 """The ``rstn`` command line: one subcommand per job, each a thin call into one module.
 
     rstn data [--seed K] [--n-train N --n-valid N --n-test N] [--out-png PATH]
+    rstn train (--row ROW [ROW ...] | --all) [--profile smoke|quick|paper|auto] [--seed K [K ...]]
+               [--resume] [--force] [--device DEV] [--results-dir DIR] [--set FIELD=VALUE ...]
+    rstn table [--profile PROFILE] [--results-dir DIR]
 
 To add a subcommand: write ``_add_<name>(subparsers)`` that registers its arguments and sets
 ``func=_cmd_<name>``, and call it from ``build_parser``.
@@ -66,10 +69,86 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train Table 1 rows (results/<profile>/<row>/seed<k>/)",
+                              description="Train Table 1 rows with the authors' protocol under a profile. A run "
+                                          "finished with the same config is skipped; --force reruns it.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--row", nargs="+", metavar="ROW", help="row name(s), e.g. rnn-spn-d2")
+    which.add_argument("--all", action="store_true", help="all nine rows")
+    p.add_argument("--profile", default="auto",
+                   help="smoke | quick | paper | auto (paper with CUDA, else quick; default: %(default)s)")
+    p.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], metavar="K",
+                   help="training seed(s) (default: 0)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--force", action="store_true", help="rerun even if finished with the same config")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="(default: %(default)s)")
+    p.add_argument("--progress", choices=("auto", "bar", "text", "none"), default="auto")
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="override TrainConfig fields, e.g. --set max_epochs=3 bf16=true (part of the config)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            from rstn.experiments import RegistryError
+
+            raise RegistryError(f"--set expects FIELD=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare string, e.g. element_clip=never
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rstn.experiments import RegistryError, train_all
+
+    try:
+        outcomes = train_all(None if args.all else args.row, args.profile, args.seeds,
+                             results_dir=args.results_dir, device=args.device, resume=args.resume, force=args.force,
+                             progress=args.progress, **_parse_overrides(args.overrides))
+    except RegistryError as err:
+        print(f"rstn train: error: {err}", file=sys.stderr)
+        return 2
+    failed = [o for o in outcomes if isinstance(o, Exception)]
+    if failed:
+        print(f"{len(failed)} of {len(outcomes)} runs diverged", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _add_table(subparsers) -> None:
+    p = subparsers.add_parser("table", help="print Table 1: ours (mean ± std over seeds) vs the paper",
+                              description="Print the per-digit test error of every row, ours vs the paper.")
+    p.add_argument("--profile", default=None,
+                   help="smoke | quick | paper (default: paper, else quick, else smoke: the first with results)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="(default: %(default)s)")
+    p.set_defaults(func=_cmd_table)
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from rstn.experiments import RegistryError, ResultsError, print_table
+
+    try:
+        print_table(args.profile, args.results_dir)
+    except (RegistryError, ResultsError) as err:
+        print(f"rstn table: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rstn", description="Recurrent Spatial Transformer Networks, replicated.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data(subparsers)
+    _add_train(subparsers)
+    _add_table(subparsers)
     return parser
 
 

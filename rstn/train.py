@@ -366,6 +366,64 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _autocast(device: torch.device, config: TrainConfig):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: DeviceSplit,
+    order: torch.Tensor,
+    config: TrainConfig,
+    element_clip: float | None,
+    bar: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One pass over `split` in the order `order` (a device tensor), dropping a last partial batch.
+
+    Each step: forward (bf16 autocast if configured), loss, backward, clip, RMSprop step. Nothing is read
+    back to the host.
+
+    Returns:
+        (sum of batch losses, sum of gradient norms, correct training digits): 0-d device tensors.
+    """
+    device = split.labels.device
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    loss_sum = torch.zeros((), device=device)
+    norm_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for i in range(len(order) // config.batch_size):
+        x, y = split.batch(order[i * config.batch_size:(i + 1) * config.batch_size], config.channels_last)
+        with _autocast(device, config):
+            logits = model(x).logits  # (B, T, K)
+        loss = sequence_loss(logits, y, config.softmax_tol)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm_sum += clip_gradients(params, config.max_grad_norm, element_clip)
+        optimizer.step()
+        loss_sum += loss.detach()
+        correct += (logits.detach().argmax(-1) == y).sum()
+        if bar is not None:
+            bar.update()
+    return loss_sum, norm_sum, correct
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: DeviceSplit, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(correct digits, correct sequences) over the whole split, as 0-d device tensors (model in eval mode)."""
+    device = split.labels.device
+    digits = torch.zeros((), dtype=torch.int64, device=device)
+    sequences = torch.zeros((), dtype=torch.int64, device=device)
+    for a in range(0, len(split), config.eval_batch_size):
+        x, y = split.batch(torch.arange(a, min(a + config.eval_batch_size, len(split)), device=device),
+                           config.channels_last)
+        with _autocast(device, config):
+            right = model(x).logits.argmax(-1) == y  # (B, T)
+        digits += right.sum()
+        sequences += right.all(dim=1).sum()
+    return digits, sequences
+
+
 def fit(
     model: nn.Module,
     data: Mapping[str, SplitLike],
@@ -451,22 +509,7 @@ def fit(
         log(f"{prefix}starting over (an existing checkpoint is replaced; pass resume=True / --resume to continue)")
 
     step_model = torch.compile(model) if config.compile else model
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
     n_valid_digits = splits["valid"].labels.numel()
-
-    def evaluate(split: DeviceSplit) -> tuple[torch.Tensor, torch.Tensor]:
-        """(correct digits, correct sequences) as device tensors."""
-        digits = torch.zeros((), dtype=torch.int64, device=device)
-        sequences = torch.zeros((), dtype=torch.int64, device=device)
-        for a in range(0, len(split), config.eval_batch_size):
-            index = torch.arange(a, min(a + config.eval_batch_size, len(split)), device=device)
-            x, y = split.batch(index, config.channels_last)
-            with autocast:
-                pred = step_model(x).logits.argmax(-1)  # (B, T)
-            right = pred == y
-            digits += right.sum()
-            sequences += right.all(dim=1).sum()
-        return digits, sequences
 
     stop_reason = "max_epochs"
     for epoch in range(start_epoch, config.max_epochs):
@@ -483,29 +526,13 @@ def fit(
         perm = epoch_permutation(seed, epoch, len(splits["train"])).to(device)
 
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        norm_sum = torch.zeros((), device=device)
-        train_correct = torch.zeros((), dtype=torch.int64, device=device)
         with log.bar(n_batches, f"{prefix}epoch {epoch}") as bar:
-            for i in range(n_batches):
-                x, y = splits["train"].batch(perm[i * config.batch_size:(i + 1) * config.batch_size],
-                                             config.channels_last)
-                with autocast:
-                    logits = step_model(x).logits  # (B, T, K)
-                loss = sequence_loss(logits, y, config.softmax_tol)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norm_sum += clip_gradients(params, config.max_grad_norm, element_clip)
-                optimizer.step()
-                loss_sum += loss.detach()
-                train_correct += (logits.detach().argmax(-1) == y).sum()
-                if bar is not None:
-                    bar.update()
+            loss_sum, norm_sum, train_correct = train_epoch(step_model, optimizer, splits["train"], perm, config,
+                                                            element_clip, bar)
 
         model.eval()
-        with torch.no_grad():
-            v_digits, v_seqs = evaluate(splits["valid"])
-            t_digits, t_seqs = evaluate(splits["test"])
+        v_digits, v_seqs = evaluate(step_model, splits["valid"], config)
+        t_digits, t_seqs = evaluate(step_model, splits["test"], config)
         # The one host sync of the epoch.
         loss_total, norm_total, tr_c, vd, vs, td, ts = torch.stack(
             [loss_sum, norm_sum, train_correct.double(), v_digits.double(), v_seqs.double(), t_digits.double(),
