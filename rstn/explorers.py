@@ -273,13 +273,12 @@ def load_saved_attention(results_dir: str | Path = "results", profile: str | Non
                           description=experiments.PROFILES[profile].description)
 
 
-def attention_explorer_from_results(results_dir: str | Path = "results", profile: str | None = None,
-                                    seed: int = 0, n_images: int | None = 16, **kwargs: Any):
-    """The attention explorer of the saved runs (:func:`load_saved_attention`), labelled with its profile."""
+def saved_attention_explorer(saved: SavedAttention):
+    """The attention explorer of saved runs (:func:`load_saved_attention`), labelled with their profile,
+    as a notebook output (``IPython.display.HTML``)."""
     from IPython.display import HTML
 
-    saved = load_saved_attention(results_dir, profile=profile, seed=seed, n_images=n_images, **kwargs)
-    note = (f"Results of profile '{saved.profile}' (seed {saved.seed}; {saved.description}); "
+    note = (f"Runs of profile '{saved.profile}' (seed {saved.seed}: {saved.description}); "
             f"the first {len(saved.indices)} test images.")
     return HTML(attention_explorer_html(saved.images, saved.labels, saved.runs, indices=saved.indices, note=note))
 

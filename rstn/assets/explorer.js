@@ -291,10 +291,10 @@
       el('div', { class: 'rstn-controls' },
         el('div', { class: 'rstn-row' }, el('span', { class: 'rstn-label' }, 'preset'), ...presetButtons),
         el('div', { class: 'rstn-row' }, el('span', { class: 'rstn-label' }, 'output'), ...dButtons),
-        el('fieldset', { class: 'rstn-matrix' }, el('legend', {}, 'A_θ (STN eq. 1): output (x_t, y_t, 1) → input (x_s, y_s)'),
-          ...thetaSliders.map((s) => s.node)),
-        el('fieldset', { class: 'rstn-attention-form' }, el('legend', {}, 'attention form (STN eq. 2): [[s, 0, tx], [0, s, ty]]'),
-          ...attentionSliders.map((s) => s.node))));
+        el('fieldset', {}, el('legend', {}, 'A_θ (STN eq. 1): output (x_t, y_t, 1) → input (x_s, y_s)'),
+          el('div', { class: 'rstn-grid' }, ...thetaSliders.map((s) => s.node))),
+        el('fieldset', {}, el('legend', {}, 'attention form (STN eq. 2): [[s, 0, tx], [0, s, ty]]'),
+          el('div', { class: 'rstn-grid' }, ...attentionSliders.map((s) => s.node)))));
     render();
 
     const instance = {
