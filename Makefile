@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # torch for machines without a GPU: the CPU build (an unpinned torch pulls GBs of CUDA wheels).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: help install test unit-test replicate notebooks book serve nbval vendor
+.PHONY: help install test unit-test replicate notebooks book serve nbval vendor browser-test
 
 # The book (issue 5). PROFILE: smoke | quick | paper | auto (replicate: paper on CUDA, else quick;
 # notebooks: the best profile that has results). FORCE=1 retrains rows whose results exist.
@@ -58,6 +58,10 @@ serve:  ## serve the built book on http://localhost:$(PORT)
 nbval: install  ## re-execute the executed chapters in book/ and compare their text outputs
 	$(BIN)/python -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval-sanitize.cfg \
 	  $(NBVAL_NOTEBOOKS)
+
+browser-test: install book  ## the explorers in headless Chromium on the built book (installs Chromium, playwright-core)
+	bash scripts/ci-browser-deps.sh
+	RSTN_BROWSER_TEST=1 $(BIN)/python -m pytest tests/browser -q -s
 
 vendor:  ## re-copy MathJax, RequireJS and the widget manager from npm into book/_static/vendor (needs npm)
 	tools/vendor/vendor.sh
