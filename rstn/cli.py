@@ -26,19 +26,23 @@ def _add_data(subparsers) -> None:
                               description="Generate the cluttered MNIST sequences as the authors' code makes "
                                           "them, cache them on disk and write a PNG grid of samples.")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
-    p.add_argument("--n-train", type=int, default=_DEFAULTS.n_train, help="train sequences (default: %(default)s)")
-    p.add_argument("--n-valid", type=int, default=_DEFAULTS.n_valid, help="valid sequences (default: %(default)s)")
-    p.add_argument("--n-test", type=int, default=_DEFAULTS.n_test, help="test sequences (default: %(default)s)")
+    for split in ("train", "valid", "test"):
+        p.add_argument(f"--n-{split}", type=int, default=_DEFAULTS.split_size(split),
+                       help=f"{split} sequences (default: %(default)s)")
     p.add_argument("--x-placement", choices=("abut", "random"), default=_DEFAULTS.x_placement,
                    help="'abut': the code (default); 'random': the paper's random non-overlapping x")
     p.add_argument("--slope-range", type=int, nargs=2, metavar=("LOW", "HIGH"), default=_DEFAULTS.slope_range,
-                   help="inclusive y step per digit in px (default: the code's %(default)s; paper's 45 deg: -28 28)")
-    p.add_argument("--data-dir", type=Path, default=None, help="directory of mnist.pkl.gz (default: $RSTN_DATA_DIR, "
-                                                               "then the cache dir; fetched when absent)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="sequence cache (default: ~/.cache/rstn/sequences)")
+                   help="inclusive y step per digit in px (default: the code's %(default)s; "
+                        "the paper's 45 deg: -28 28)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="directory of mnist.pkl.gz (default: $RSTN_DATA_DIR, then the cache dir; "
+                        "fetched when absent)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="sequence cache (default: ~/.cache/rstn/sequences)")
     p.add_argument("--out-png", type=Path, default=None,
                    help="PNG grid of samples (default: results/data/samples-seed<K>.png)")
-    p.add_argument("--split", choices=("train", "valid", "test"), default="train", help="split shown in the PNG")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="train",
+                   help="split shown in the PNG")
     p.add_argument("--n-show", type=int, default=16, help="images in the PNG grid (default: %(default)s)")
     p.set_defaults(func=_cmd_data)
 

@@ -58,13 +58,15 @@ class SequenceConfig:
     clutter_size: int = 9
     clutter_pool_size: int = 100_000
     # MNIST splits the pool's patches are cut from (the same pool clutters all three splits).
-    clutter_sources: tuple[str, ...] = ("train", "valid")  # at the paper's date: ("train", "valid", "train")
+    # The code at the paper's date listed train twice: ("train", "valid", "train").
+    clutter_sources: tuple[str, ...] = ("train", "valid")
 
     def __post_init__(self) -> None:
         if self.x_placement not in ("abut", "random"):
             raise ValueError(f"x_placement must be 'abut' or 'random', got {self.x_placement!r}")
         if self.canvas_size < self.n_digits * DIGIT_SIZE:
-            raise ValueError(f"{self.n_digits} digits of {DIGIT_SIZE} px do not fit a {self.canvas_size} px canvas")
+            raise ValueError(f"{self.n_digits} digits of {DIGIT_SIZE} px do not fit a "
+                             f"{self.canvas_size} px canvas")
         if self.slope_range[0] > self.slope_range[1]:
             raise ValueError(f"slope_range must be (low, high) with low <= high, got {self.slope_range}")
         if not 0 < self.clutter_size <= DIGIT_SIZE:
@@ -136,6 +138,8 @@ class SplitDraws:
 
 def seed_streams(seed: int) -> dict[str, np.random.Generator]:
     """One independent generator each for the pool and the three splits (so n_train does not change test)."""
+    # deviation: the code draws from np.random (MT19937, seed 1234) image by image, interleaved; these are
+    # PCG64 streams drawn array by array. Same distributions, a different (not bit-identical) data set.
     streams = np.random.SeedSequence(seed).spawn(1 + len(SPLITS))
     return {name: np.random.default_rng(s) for name, s in zip(("pool", *SPLITS), streams)}
 
@@ -154,7 +158,8 @@ def draw_split(config: SequenceConfig, n: int, n_split_digits: int, rng: np.rand
     slack = s - d * DIGIT_SIZE
     if config.x_placement == "abut":
         c = slack // 2  # code: x_offset = (100 - 3*28)//2 = 8; x_offset += choice(range(-8, 8))
-        x_offset = np.repeat(c + rng.integers(-c, c, n)[:, None], d, axis=1) if c > 0 else np.zeros((n, d), np.int64)
+        jitter = rng.integers(-c, c, n) if c > 0 else np.zeros(n, np.int64)
+        x_offset = np.repeat((c + jitter)[:, None], d, axis=1)
     else:
         # paper: random, non-overlapping x; sorted shifts in 0..slack keep the digits in order, gaps >= 0.
         x_offset = np.sort(rng.integers(0, slack + 1, (n, d)), axis=1)
@@ -203,8 +208,7 @@ def render(config: SequenceConfig, digits: np.ndarray, pool: np.ndarray, draws: 
         (N, S, S) float32 in [0, 1].
     """
     n, s, k = len(draws), config.canvas_size, config.clutter_size
-    fresh = out is None
-    out = np.zeros((n, s, s), np.float32) if fresh else out
+    out = np.empty((n, s, s), np.float32) if out is None else out  # each chunk is zeroed below
     x, y = digit_positions(config, draws)
     # The code's separate clutter canvas, one chunk's worth.
     scratch = np.zeros((min(chunk, n), s, s), np.float32) if config.n_clutter > 0 else None
@@ -212,8 +216,7 @@ def render(config: SequenceConfig, digits: np.ndarray, pool: np.ndarray, draws: 
         b = min(a + chunk, n)
         rows = np.arange(b - a)
         canvas = out[a:b]
-        if not fresh:
-            canvas[...] = 0.0
+        canvas[...] = 0.0
         windows = _windows(canvas, DIGIT_SIZE)
         for i in range(config.n_digits):  # code: output[y_start:y_end, x_start:x_end] = digit
             windows[rows, y[a:b, i], x[a:b, i]] = digits[draws.digit_index[a:b, i]]
@@ -240,7 +243,8 @@ def boxes_from_positions(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def generate_sequences(config: SequenceConfig = SequenceConfig(), seed: int = 0,
-                       data_dir: str | Path | None = None, progress: bool = False) -> dict[str, SequenceSplit]:
+                       data_dir: str | Path | None = None,
+                       progress: bool = False) -> dict[str, SequenceSplit]:
     """Generate the three splits (no disk cache; see ``load_sequences``). Deterministic per ``seed``.
 
     Returns:
@@ -259,8 +263,8 @@ def generate_sequences(config: SequenceConfig = SequenceConfig(), seed: int = 0,
         bar.set_description(split)
         images = render(config, digits, pool, draws, callback=bar.update)
         x, y = digit_positions(config, draws)
-        out[split] = SequenceSplit(images=images, labels=labels[draws.digit_index], boxes=boxes_from_positions(x, y),
-                                   digit_index=draws.digit_index)
+        out[split] = SequenceSplit(images=images, labels=labels[draws.digit_index],
+                                   boxes=boxes_from_positions(x, y), digit_index=draws.digit_index)
     bar.close()
     return out
 
@@ -280,7 +284,8 @@ def _cache_meta(config: SequenceConfig, seed: int) -> dict:
             "mnist_sha256": MNIST_SHA256}
 
 
-def cache_path(config: SequenceConfig = SequenceConfig(), seed: int = 0, cache_dir: str | Path | None = None) -> Path:
+def cache_path(config: SequenceConfig = SequenceConfig(), seed: int = 0,
+               cache_dir: str | Path | None = None) -> Path:
     """Where ``load_sequences`` keeps (config, seed): a name hashed from config, seed, version and MNIST."""
     key = hashlib.sha256(json.dumps(_cache_meta(config, seed), sort_keys=True).encode()).hexdigest()[:16]
     directory = Path(cache_dir) if cache_dir is not None else _cache_root() / "sequences"
@@ -308,7 +313,7 @@ def encode_images(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np
         np.minimum(scaled, 255.0, out=scaled)
         levels[a:b] = scaled.astype(np.uint8)
         if not np.array_equal(levels[a:b], scaled):
-            raise ValueError("images are not on the k/256 grid in [0, 1]; the uint8 cache would lose information")
+            raise ValueError("images are not on the k/256 grid in [0, 1]; uint8 would lose information")
     return levels, saturated
 
 
@@ -325,14 +330,15 @@ def decode_images(levels: np.ndarray, saturated: np.ndarray, chunk: int = 4096) 
 
 
 def save_cache(path: str | Path, splits: dict[str, SequenceSplit], config: SequenceConfig, seed: int) -> None:
-    """Write the splits as compressed uint8 (plus config, seed and version) atomically: temp file, then rename."""
+    """Write the splits as compressed uint8, with config, seed and version, atomically (temp file, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"meta": np.array(json.dumps(_cache_meta(config, seed), sort_keys=True))}
     for name, split in splits.items():
         levels, saturated = encode_images(split.images)
         arrays |= {f"{name}/levels": levels, f"{name}/saturated": saturated,
-                   f"{name}/labels": split.labels.astype(np.uint8), f"{name}/boxes": split.boxes.astype(np.int16),
+                   f"{name}/labels": split.labels.astype(np.uint8),
+                   f"{name}/boxes": split.boxes.astype(np.int16),
                    f"{name}/digit_index": split.digit_index.astype(np.int32)}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
@@ -374,8 +380,9 @@ def read_cache(path: str | Path, config: SequenceConfig, seed: int) -> dict[str,
         raise CacheError(f"{path} is unreadable ({type(err).__name__}: {err})") from err
 
 
-def load_sequences(config: SequenceConfig = SequenceConfig(), seed: int = 0, data_dir: str | Path | None = None,
-                   cache_dir: str | Path | None = None, progress: bool = False) -> dict[str, SequenceSplit]:
+def load_sequences(config: SequenceConfig = SequenceConfig(), seed: int = 0,
+                   data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                   progress: bool = False) -> dict[str, SequenceSplit]:
     """The three splits for (config, seed), read from the disk cache or generated and cached.
 
     The cache stores the images losslessly (``encode_images``), so a cached and a fresh run see the same

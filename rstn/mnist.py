@@ -73,7 +73,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def publish(tmp: str | Path, final: str | Path) -> None:
-    """Give a finished temp file the usual permissions (mkstemp makes it 0600) and rename it into place atomically."""
+    """Give a finished temp file umask permissions (not mkstemp's 0600); rename it into place atomically."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
@@ -162,7 +162,7 @@ def download_mnist(target_dir: str | Path, sources: Sequence[Source] | None = No
 
 
 def mnist_path(data_dir: str | Path | None = None, download: bool = True) -> Path:
-    """Path of a verified ``mnist.pkl.gz``: found (``data_dir`` or ``$RSTN_DATA_DIR``, then the cache dir) or fetched.
+    """Path of a verified ``mnist.pkl.gz``, found or fetched (``data_dir`` or ``$RSTN_DATA_DIR``, the cache).
 
     Raises:
         ChecksumError: a file was found but its SHA-256 is wrong (it is never silently replaced).

@@ -36,7 +36,8 @@ def plot_sequences(split: SequenceSplit, n: int = 16, boxes: bool = True, ncols:
     for ax, i in zip(axes.flat, range(start, start + n)):
         image = split.images[i]
         height, width = image.shape
-        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, extent=(0, width, height, 0), interpolation="nearest")
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, extent=(0, width, height, 0),
+                  interpolation="nearest")
         if boxes:
             for d, (x0, y0, x1, y1) in enumerate(np.asarray(split.boxes[i], dtype=float)):
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.2,

@@ -52,7 +52,8 @@ def small_sequences(mnist_file: Path) -> dict:
 @pytest.fixture(scope="session")
 def reference() -> ModuleType:
     """benchmarks/bench_generator.py, which holds the per-image reference loop."""
-    spec = importlib.util.spec_from_file_location("bench_generator", ROOT / "benchmarks" / "bench_generator.py")
+    path = ROOT / "benchmarks" / "bench_generator.py"
+    spec = importlib.util.spec_from_file_location("bench_generator", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

