@@ -129,6 +129,53 @@ def test_bad_inputs_are_rejected(image):
         explorers.attention_explorer_html(images[:4], labels[:4], runs)
 
 
+# ---- saved attention of real (smoke) runs -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    """Two one-epoch smoke runs (RNN-SPN and FFN-SPN, d = 4) trained here into a temporary results dir."""
+    from rstn.train import train_row
+
+    results = tmp_path_factory.mktemp("results")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        for row in ("rnn-spn-d4", "ffn-spn-d4"):
+            train_row(row, "smoke", 0, results_dir=results, progress=False, max_epochs=1)
+        yield results
+
+
+def test_saved_attention_reads_the_runs_and_their_test_images(smoke_results):
+    from rstn.data import generate_sequences
+    from rstn.experiments import run_config
+
+    saved = explorers.load_saved_attention(smoke_results, n_images=5)
+    assert (saved.profile, saved.seed) == ("smoke", 0)  # the only profile with results
+    assert [run.row for run in saved.runs] == ["rnn-spn-d4", "ffn-spn-d4"]  # Table 1 order, no conv net
+    for run, steps in zip(saved.runs, (3, 1), strict=True):
+        with np.load(smoke_results / "smoke" / run.row / "seed0" / "attention.npz") as npz:
+            assert np.array_equal(run.theta, npz["theta"][:5]) and run.theta.shape == (5, steps, 2, 3)
+            assert np.array_equal(run.predictions, npz["predictions"][:5])
+        assert run.d == 4
+    config = run_config("rnn-spn-d4", "smoke")
+    test = generate_sequences(config.data, seed=config.data_seed)["test"]
+    assert np.array_equal(saved.images, test.images[:5]) and np.array_equal(saved.labels, test.labels[:5])
+    assert list(saved.indices) == [0, 1, 2, 3, 4]
+
+
+def test_saved_attention_explorer_names_its_profile(smoke_results):
+    saved = explorers.load_saved_attention(smoke_results, n_images=3)
+    page = explorers.saved_attention_explorer(saved).data
+    assert_self_contained(page)
+    payload = embedded_payload(page)
+    assert "profile 'smoke'" in payload["note"] and payload["indices"] == [0, 1, 2]
+    assert [row["row"] for row in payload["rows"]] == ["rnn-spn-d4", "ffn-spn-d4"]
+
+
+def test_saved_attention_without_runs_says_where_it_looked(tmp_path):
+    with pytest.raises(FileNotFoundError, match="quick"):
+        explorers.load_saved_attention(tmp_path, profile="quick")
+
+
 # ---- the ipywidgets version ---------------------------------------------------------------------------
 
 def test_widget_starts_at_the_identity(image):
