@@ -245,18 +245,20 @@
       return b;
     });
 
-    function drawGrid() {
+    /** The input with the sampling grid: the output's grid points mapped through theta. */
+    function drawInput() {
       const ctx = view.ctx;
       view.draw(image);
       const [h, w] = outputSize(image.height, image.width, d);
-      // an 11 x 11 lattice of the output's h x w grid points, mapped through theta onto the input
+      // an 11 x 11 lattice of the output's h x w grid points (normalised coordinates of point k of 0..10)
       const lattice = (n, k) => (n === 1 ? 0 : -1 + 2 * Math.round(k * (n - 1) / 10) / (n - 1));
+      const line = (a, b) => { ctx.beginPath(); ctx.moveTo(...a); ctx.lineTo(...b); ctx.stroke(); };
       ctx.lineWidth = 1;
       ctx.strokeStyle = 'rgba(86, 180, 233, 0.55)';
       for (let k = 0; k <= 10; k++) {
-        const along = (pts) => { ctx.beginPath(); pts.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.stroke(); };
-        along([-1, 1].map((t) => view.point(...applyTheta(theta, lattice(w, k), t))));
-        along([-1, 1].map((t) => view.point(...applyTheta(theta, t, lattice(h, k)))));
+        // theta is affine, so grid lines stay straight: map their two end points
+        line(view.point(...applyTheta(theta, lattice(w, k), -1)), view.point(...applyTheta(theta, lattice(w, k), 1)));
+        line(view.point(...applyTheta(theta, -1, lattice(h, k))), view.point(...applyTheta(theta, 1, lattice(h, k))));
       }
       ctx.fillStyle = '#56B4E9';
       for (let a = 0; a <= 10; a++) {
@@ -277,14 +279,14 @@
       drawGray(outputCanvas, out);
       outputCaption.textContent = 'output ' + out.height + ' × ' + out.width + ' (d = ' + d + ')';
       dButtons.forEach((b) => b.classList.toggle('rstn-active', Number(b.dataset.d) === d));
-      drawGrid();
+      drawInput();
     }
 
     root.append(
       el('div', { class: 'rstn-title' }, spec.title || 'Affine explorer'),
       el('div', { class: 'rstn-panels' },
         el('figure', {}, view.canvas,
-          el('figcaption', {}, spec.caption || 'input ' + image.height + ' × ' + image.width + ' (hatched: outside, reads 0)')),
+          el('figcaption', {}, (spec.caption || 'input ' + image.height + ' × ' + image.width) + ' (hatched: outside, reads 0)')),
         el('figure', {}, outputCanvas, outputCaption)),
       el('div', { class: 'rstn-note' }, 'On the input: the output\'s border mapped through θ (orange; the dot is its ' +
         'first, top-left pixel) and 11 × 11 of its grid points (blue): where each output pixel is sampled.'),
@@ -311,7 +313,8 @@
 
   /**
    * Mount the attention explorer in `root` with data {images: encoded (N, H, W) uint8, labels: (N, 3),
-   * rows: [{row, label, d, theta: encoded (N, T, 2, 3) float32, predictions: encoded (N, 3)}], profile, note}.
+   * rows: [{row, label, d, theta: encoded (N, T, 2, 3) float32, predictions: encoded (N, 3)}], indices (N,)
+   * in the test split, title, note}.
    */
   function mountAttention(root, spec) {
     const stack = decodeArray(spec.images), shape = spec.images.shape, n = shape[0];
@@ -334,16 +337,18 @@
     prev.addEventListener('click', () => step(-1));
     next.addEventListener('click', () => step(1));
 
-    /** theta of step t for image k in the current row, as [t11, t12, t13, t21, t22, t23]. */
+    /** T, the number of glimpses a row's model takes (3 for RNN-SPN, 1 for FFN-SPN). */
+    const stepsOf = (r) => r.thetas.length / (6 * n);
+    /** theta of step t for image kk in row r, as [t11, t12, t13, t21, t22, t23]. */
     const thetaOf = (r, kk, t) => {
-      const T = r.thetas.length / (6 * n), o = (kk * T + t) * 6;
+      const o = (kk * stepsOf(r) + t) * 6;
       return Array.from(r.thetas.subarray(o, o + 6));
     };
 
     function render() {
       const image = imageAt(stack, shape, k);
       view.draw(image);
-      const T = row.thetas.length / (6 * n);
+      const T = stepsOf(row);
       const truth = Array.from(labels.subarray(3 * k, 3 * k + 3));
       const pred = Array.from(row.preds.subarray(3 * k, 3 * k + 3));
       const ctx = view.ctx;
@@ -384,8 +389,7 @@
 
     const instance = {
       kind: 'attention', root: root, rows: rows.map((r) => r.row), count: n,
-      /** T, the number of glimpses a row's model takes (3 for RNN-SPN, 1 for FFN-SPN). */
-      steps: (rowName) => rows.find((x) => x.row === rowName).thetas.length / (6 * n),
+      steps: (rowName) => stepsOf(rows.find((x) => x.row === rowName)),
       /** The embedded grey levels (0..255) of image kk, row-major. */
       imageLevels: (kk) => Array.from(stack.subarray(kk * shape[1] * shape[2], (kk + 1) * shape[1] * shape[2])),
       /** JS crop of image kk at step t of a row, from the saved theta: compared with Python in the test. */
