@@ -148,7 +148,8 @@
     return {
       canvas: canvas, ctx: ctx,
       /** Normalised (x, y) -> canvas pixels; pixel i spans [i, i + 1), so its centre is at i + 0.5. */
-      point: (x, y) => [((x + 1) / 2 * (width - 1) + 0.5 + pad) * SCALE, ((y + 1) / 2 * (height - 1) + 0.5 + pad) * SCALE],
+      point: (x, y) => [((x + 1) / 2 * (width - 1) + 0.5 + pad) * SCALE,
+                        ((y + 1) / 2 * (height - 1) + 0.5 + pad) * SCALE],
       /** Clear the view and draw `image` with the margin around it hatched (outside: reads 0). */
       draw: (image) => {
         ctx.fillStyle = '#3a3f47';
@@ -196,7 +197,8 @@
     const set = (v) => { input.value = v; out.textContent = format(Number(input.value)); };
     input.addEventListener('input', () => { set(input.value); onInput(Number(input.value)); });
     set(value);
-    return { node: el('label', { class: 'rstn-slider' }, el('span', { class: 'rstn-name' }, label), input, out), input: input, set: set };
+    const node = el('label', { class: 'rstn-slider' }, el('span', { class: 'rstn-name' }, label), input, out);
+    return { node: node, input: input, set: set };
   }
 
   const STEP_COLORS = ['#E69F00', '#56B4E9', '#009E73', '#CC79A7'];  // Okabe-Ito: readable by colour-blind readers
@@ -226,7 +228,11 @@
     const thetaSliders = THETA_NAMES.map((name, k) =>
       slider(name, -2, 2, 0.01, theta[k], (v) => { theta[k] = v; render(); }));
     const attention = { s: 0.5, tx: 0, ty: 0 };
-    const fromAttention = () => { theta = attentionTheta(attention.s, attention.tx, attention.ty); syncSliders(); render(); };
+    const fromAttention = () => {
+      theta = attentionTheta(attention.s, attention.tx, attention.ty);
+      syncSliders();
+      render();
+    };
     const attentionSliders = [
       slider('s', 0.05, 1.5, 0.01, attention.s, (v) => { attention.s = v; fromAttention(); }),
       slider('tx', -1, 1, 0.01, attention.tx, (v) => { attention.tx = v; fromAttention(); }),
@@ -286,7 +292,8 @@
       el('div', { class: 'rstn-title' }, spec.title || 'Affine explorer'),
       el('div', { class: 'rstn-panels' },
         el('figure', {}, view.canvas,
-          el('figcaption', {}, (spec.caption || 'input ' + image.height + ' × ' + image.width) + ' (hatched: outside, reads 0)')),
+          el('figcaption', {},
+            (spec.caption || 'input ' + image.height + ' × ' + image.width) + ' (hatched: outside, reads 0)')),
         el('figure', {}, outputCanvas, outputCaption)),
       el('div', { class: 'rstn-note' }, 'On the input: the output\'s border mapped through θ (orange; the dot is its ' +
         'first, top-left pixel) and 11 × 11 of its grid points (blue): where each output pixel is sampled.'),
@@ -302,7 +309,10 @@
     const instance = {
       kind: 'affine', root: root, image: image,
       /** The explorer's own warp of its image: what the browser test compares with rstn.sampler.transform. */
-      sample: (th, dd) => { const o = transform(image, th, dd); return { height: o.height, width: o.width, data: Array.from(o.data) }; },
+      sample: (th, dd) => {
+        const o = transform(image, th, dd);
+        return { height: o.height, width: o.width, data: Array.from(o.data) };
+      },
       theta: () => theta.slice(), d: () => d,
     };
     api.instances.push(instance);
@@ -365,7 +375,8 @@
         canvas.style.borderColor = color;
         // RNN-SPN reads digit t from glimpse t; FFN-SPN reads all three from its one glimpse
         const digits = T === 3 ? [t] : [0, 1, 2];
-        const verdict = digits.map((i) => el('span', { class: pred[i] === truth[i] ? 'rstn-ok' : 'rstn-bad' }, String(pred[i])));
+        const verdict = digits.map((i) =>
+          el('span', { class: pred[i] === truth[i] ? 'rstn-ok' : 'rstn-bad' }, String(pred[i])));
         crops.append(el('figure', {}, canvas, el('figcaption', {}, 'step ' + (t + 1), el('br'),
           'predicted ', ...verdict.flatMap((v, i) => (i ? [' ', v] : [v])), el('br'),
           'true ' + digits.map((i) => truth[i]).join(' '))));
