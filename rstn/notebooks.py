@@ -146,8 +146,11 @@ def run_chapters(names: Sequence[str] | None = None, profile: str | None = None,
             raise FileNotFoundError(f"{source} does not exist; chapters: {', '.join(chapter_names(root))}")
         print(f"[{i}/{len(names)}] {name} -> book/{name}.ipynb", flush=True)
         start = time.perf_counter()
+        # only what differs from the chapters' own defaults (profile None, results_dir "../results"), so
+        # that a default run injects no parameters cell into the page
+        parameters = {"profile": profile, "results_dir": _relative(root / results_dir, book)}
         execute(source, book / f"{name}.ipynb",
-                {"profile": profile, "results_dir": _relative(root / results_dir, book)})
+                {k: v for k, v in parameters.items() if v is not None and (k, v) != ("results_dir", "../results")})
         print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
         done.append(book / f"{name}.ipynb")
     return done

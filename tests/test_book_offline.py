@@ -67,7 +67,8 @@ class _Refs(HTMLParser):
 def _pages() -> list[Path]:
     if not (HTML / "index.html").exists():
         pytest.skip("no built book in _build/html (run `make book`)")
-    return sorted(HTML.rglob("*.html"))
+    # the pages; _static holds the themes' Jinja macro files (.html), which are not served as pages
+    return sorted(p for p in HTML.rglob("*.html") if p.relative_to(HTML).parts[0] not in ("_static", "_sources"))
 
 
 def _remote(text: str) -> list[str]:
