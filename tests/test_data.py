@@ -254,10 +254,11 @@ def test_corrupt_cache_is_regenerated(tmp_path: Path, small_config: SequenceConf
 
 def test_failed_cache_write_leaves_no_file(tmp_path: Path, small_config: SequenceConfig,
                                            small_sequences: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args, **kwargs):
+    def broken(file, arrays):
+        file.write(b"PK half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(data_module.np, "savez_compressed", broken)
+    monkeypatch.setattr(data_module, "write_npz", broken)
     with pytest.raises(OSError, match="disk full"):
         data_module.save_cache(tmp_path / "x.npz", small_sequences, small_config, 0)
     assert list(tmp_path.iterdir()) == []
