@@ -14,7 +14,8 @@ A notebook runs with its output folder as the working directory, as nbval does w
 ``book/*.ipynb``; paths handed to notebooks (``results_dir``) are therefore relative to that folder, and no
 absolute path ends up in a committed notebook. Only parameters that a notebook's parameters cell assigns are
 passed to it. Papermill's timing metadata is stripped from the outputs, so re-executing a notebook changes
-its file only where its outputs change. Timeouts are per cell (nbclient's), which for the training
+its file only where its outputs change (cell ids are derived from position and source, and consecutive
+stream outputs are merged). Timeouts are per cell (nbclient's), which for the training
 notebook, one long cell, is the time of the whole run: ``TRAINING_TIMEOUT_S`` by profile.
 
     python -m rstn.notebooks replicate --profile quick [--seeds 0 1 2] [--force] [--device cpu]
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import logging
 import os
 import shutil
@@ -79,14 +81,27 @@ def notebook_parameters(nb: Any) -> set[str]:
     return set()
 
 
-def _strip_volatile(nb: Any) -> None:
+def _stabilise(nb: Any) -> None:
+    """Drop what changes between two executions of the same notebook but is not an output: papermill's
+    timings, random cell ids (jupytext draws new ones on every read), and where a kernel happened to
+    flush stdout (consecutive stream outputs are merged, as nbval and the book merge them anyway)."""
     meta = nb.metadata
     meta.pop("jupytext", None)  # the .ipynb is an output, not a jupytext pair of the source
     for key in VOLATILE_NOTEBOOK_KEYS:
         meta.get("papermill", {}).pop(key, None)
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        cell["id"] = f"{i:03d}-{hashlib.sha1(cell.source.encode()).hexdigest()[:8]}"
+        merged: list = []
+        for output in cell.get("outputs", []):
+            if (output["output_type"] == "stream" and merged and merged[-1]["output_type"] == "stream"
+                    and merged[-1]["name"] == output["name"]):
+                merged[-1]["text"] += output["text"]
+            else:
+                merged.append(output)
+        if cell.cell_type == "code":
+            cell.outputs = merged
 
 
 def execute(source: str | Path, output: str | Path, parameters: Mapping[str, Any] | None = None, *,
@@ -118,7 +133,7 @@ def execute(source: str | Path, output: str | Path, parameters: Mapping[str, Any
         execution_timeout=timeout,
     )
     executed = nbformat.read(output, as_version=4)
-    _strip_volatile(executed)
+    _stabilise(executed)
     nbformat.write(executed, output)
     return output
 

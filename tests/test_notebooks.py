@@ -96,3 +96,22 @@ def test_notebook_parameters_reads_the_parameters_cell():
                                   metadata={"tags": ["parameters"]}),
     ])
     assert nbrun.notebook_parameters(nb) == {"profile", "seed"}
+
+
+def test_executing_twice_writes_the_same_file(tmp_path):
+    source = tmp_path / "01-tiny.md"
+    source.write_text(
+        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+        "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n# Tiny\n\n"
+        "```{code-cell} ipython3\n:tags: [parameters]\n\nn = 2\n```\n\n"
+        "```{code-cell} ipython3\nimport sys, time\nfor i in range(n):\n"
+        "    print(i, flush=True)\n    time.sleep(0.05)\n```\n"
+    )
+    first = nbrun.execute(source, tmp_path / "a" / "01-tiny.ipynb", {"n": 3, "unknown": 1})
+    second = nbrun.execute(source, tmp_path / "b" / "01-tiny.ipynb", {"n": 3, "unknown": 1})
+    assert first.read_bytes() == second.read_bytes()
+    nb = nbformat.read(first, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "n = 3" in injected[0].source and "unknown" not in injected[0].source
+    outputs = nb.cells[-1].outputs
+    assert [o["output_type"] for o in outputs] == ["stream"] and outputs[0]["text"] == "0\n1\n2\n"
