@@ -56,6 +56,8 @@ serve:  ## serve the built book on http://localhost:$(PORT)
 	$(BIN)/python -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
 
 nbval: install  ## re-execute the executed chapters in book/ and compare their text outputs
+	@# fetch MNIST first, so that its download messages land here and not in a compared cell's stderr
+	$(BIN)/python -c "from rstn.mnist import mnist_path; mnist_path()"
 	$(BIN)/python -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval-sanitize.cfg \
 	  $(NBVAL_NOTEBOOKS)
 

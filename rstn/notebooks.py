@@ -150,9 +150,13 @@ def run_chapters(names: Sequence[str] | None = None, profile: str | None = None,
         profile: the results the chapters show; None or "auto": each chapter takes the best profile that
             has results (paper, then quick, then smoke).
     """
+    from rstn.mnist import mnist_path
+
     root = root or repo_root()
     names = list(names) if names else chapter_names(root)
     book = root / "book"
+    # fetch MNIST here, if it is not there yet, so that no download message lands in a chapter's stderr
+    mnist_path()
     profile = None if profile in (None, "auto") else profile
     done = []
     for i, name in enumerate(names, 1):
@@ -186,6 +190,7 @@ def run_training(row: str, profile: str = "smoke", seed: int = 0, *, device: str
     ``force``); if its executed notebook exists too, nothing runs at all.
     """
     from rstn import experiments
+    from rstn.mnist import mnist_path
 
     root = root or repo_root()
     config = experiments.run_config(row, profile, seed, device=device)
@@ -203,6 +208,7 @@ def run_training(row: str, profile: str = "smoke", seed: int = 0, *, device: str
                 print(f"  skip {name}: results exist for the same config "
                       f"(test error {100 * record['final']['test_error']:.2f}%); FORCE=1 redoes it", flush=True)
                 return None
+    mnist_path()  # a download, if any, reports here and not in the notebook's stderr
     execute(root / "notebooks" / f"{TRAINING}.md", output,
             {"row": config.row, "profile": config.profile, "seed": seed, "device": device, "force": force,
              "results_dir": _relative(results, output.parent)},
