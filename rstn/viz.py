@@ -7,6 +7,7 @@ convention as ``SequenceSplit.boxes`` (exclusive max edges), and a box can be dr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -105,3 +106,41 @@ def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: 
                              fontsize=9, color="tab:red" if wrong else "black")
     fig.tight_layout()
     return fig
+
+
+class Table:
+    """A small table for the chapters: Markdown in the book and Jupyter, aligned plain text elsewhere.
+
+    The plain text (``repr``) is what nbval compares and a terminal prints; ``_repr_markdown_`` is what
+    the book renders; ``to_html`` is for cross-page glue, which carries HTML but not Markdown.
+
+    Args:
+        header: column names; rows: one sequence of cells (str) per row, as many as the header;
+        caption: Markdown shown under the table (``**`` and backticks are dropped from the plain text).
+    """
+
+    def __init__(self, header: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> None:
+        self.header, self.rows, self.caption = list(header), [list(map(str, r)) for r in rows], caption
+        bad = [r for r in self.rows if len(r) != len(self.header)]
+        if bad:
+            raise ValueError(f"{len(self.header)} columns in the header, but a row has {len(bad[0])}: {bad[0]}")
+
+    def _repr_markdown_(self) -> str:
+        lines = [self.header, ["---"] * len(self.header), *self.rows]
+        table = "\n".join("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in lines)
+        return table + (f"\n\n{self.caption}" if self.caption else "")
+
+    def __repr__(self) -> str:
+        widths = [max(len(cell) for cell in column) for column in zip(self.header, *self.rows)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [self.header, *self.rows]]
+        plain = self.caption.replace("**", "").replace("`", "")
+        return "\n".join(lines + ([plain] if plain else []))
+
+    def to_html(self) -> str:
+        from html import escape
+
+        head = "".join(f"<th>{escape(c)}</th>" for c in self.header)
+        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
+        caption = escape(self.caption.replace("**", "").replace("`", ""))
+        return (f"<table class='table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                + (f"<p>{caption}</p>" if caption else ""))

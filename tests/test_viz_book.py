@@ -1,5 +1,5 @@
-"""rstn.viz.plot_attention, the Figure 3 layout of chapter 5: the crops it shows are the glimpses the
-model's sampler takes, and the glimpse outlines sit where theta says."""
+"""The rstn.viz pieces the chapters use: plot_attention (the Figure 3 layout of chapter 5) shows the
+glimpses the sampler takes where theta says; Table shows the same cells as Markdown, text and HTML."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 import torch
 
 from rstn import viz
@@ -41,3 +42,15 @@ def test_plot_attention_crops_are_the_sampled_glimpses():
         np.testing.assert_allclose(outline[:4], [[0.5, 0.5], [99.5, 0.5], [99.5, 99.5], [0.5, 99.5]], atol=1e-4)
     finally:
         plt.close(fig)
+
+
+def test_table_markdown_text_and_html_hold_the_same_cells():
+    table = viz.Table(["row", "error (%)"], [["rnn-spn-d2", "1.50"], ["a|b", "-"]], caption="Profile **quick**; `x`.")
+    assert table._repr_markdown_().splitlines() == [
+        "| row | error (%) |", "| --- | --- |", "| rnn-spn-d2 | 1.50 |", "| a\\|b | - |", "", "Profile **quick**; `x`."]
+    assert repr(table).splitlines() == ["row         error (%)", "rnn-spn-d2  1.50", "a|b         -",
+                                        "Profile quick; x."]
+    html = table.to_html()
+    assert html.count("<tr>") == 3 and "<td>a|b</td>" in html and "<p>Profile quick; x.</p>" in html
+    with pytest.raises(ValueError, match="2 columns"):
+        viz.Table(["a", "b"], [["only one"]])
