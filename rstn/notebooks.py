@@ -30,7 +30,7 @@ import ast
 import hashlib
 import logging
 import os
-import shutil
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -216,6 +216,19 @@ def run_training(row: str, profile: str = "smoke", seed: int = 0, *, device: str
     return output
 
 
+def copy_run(run: Path, target: Path, results: Path) -> None:
+    """Copy an executed training notebook to another folder, with its injected ``results_dir`` made
+    relative to the new folder, so that the copy still runs where it lies."""
+    import nbformat
+
+    nb = nbformat.read(run, as_version=4)
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = re.sub(r'^results_dir = .*$', f'results_dir = "{_relative(results, target.parent)}"',
+                                 cell.source, flags=re.M)
+    nbformat.write(nb, target)
+
+
 def replicate(profile: str = "auto", seeds: Iterable[int] = (0,), *, force: bool = False,
               device: str | None = None, rows: Sequence[str] | None = None, root: Path | None = None) -> None:
     """Data, then every Table 1 row x seed through the training notebook, then the chapters.
@@ -242,7 +255,7 @@ def replicate(profile: str = "auto", seeds: Iterable[int] = (0,), *, force: bool
         run_training(row, resolved, seed, device=device, force=force, root=root)
     headline = run_path(root, resolved, HEADLINE_ROW, seeds[0])
     if headline.exists():
-        shutil.copyfile(headline, root / "book" / f"{TRAINING}.ipynb")
+        copy_run(headline, root / "book" / f"{TRAINING}.ipynb", root / "results")
         print(f"[book] book/{TRAINING}.ipynb <- {_relative(headline, root)}", flush=True)
     run_chapters(profile=resolved, root=root)
     print(f"replicate: done in {time.perf_counter() - start:.0f} s", flush=True)

@@ -56,6 +56,12 @@ def test_training_notebook_smoke_run_writes_results_and_skips_a_rerun(tmp_path):
     assert f"per-digit test error {100 * record['final']['test_error']:.2f}%" in text
     assert "papermill" not in json.dumps([c.metadata for c in nb.cells])  # timing metadata stripped
 
+    # A copy elsewhere (the book's training chapter) points at the same results.
+    copy = tmp_path / "03-training.ipynb"
+    nbrun.copy_run(output, copy, results)
+    injected = [c for c in nbformat.read(copy, as_version=4).cells if "injected-parameters" in c.metadata["tags"]]
+    assert 'results_dir = "results"' in injected[0].source
+
     # Same config, results and notebook present: nothing runs again.
     assert nbrun.run_training("rnn-spn-d2", "smoke", seed=0, device="cpu", output=output,
                               results_dir=results, root=ROOT) is None
