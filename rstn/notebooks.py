@@ -46,8 +46,8 @@ TRAINING_TIMEOUT_S = {"smoke": 900, "quick": 3600, "paper": 3 * 24 * 3600}
 # Papermill/nbclient metadata that records when and how long, not what: dropped from executed notebooks.
 VOLATILE_NOTEBOOK_KEYS = ("start_time", "end_time", "duration", "exception", "input_path", "output_path",
                           "environment_variables")
-PAPERMILL_MARKERS = ("Executing Cell", "Ending Cell", "Executing notebook with kernel", "Input Notebook", "Working directory",
-                     "Output Notebook", "Black is not installed")
+PAPERMILL_MARKERS = ("Executing Cell", "Ending Cell", "Executing notebook with kernel", "Input Notebook",
+                     "Output Notebook", "Working directory", "Black is not installed")
 
 
 def repo_root() -> Path:
@@ -168,8 +168,9 @@ def run_chapters(names: Sequence[str] | None = None, profile: str | None = None,
         # only what differs from the chapters' own defaults (profile None, results_dir "../results"), so
         # that a default run injects no parameters cell into the page
         parameters = {"profile": profile, "results_dir": _relative(root / results_dir, book)}
-        execute(source, book / f"{name}.ipynb",
-                {k: v for k, v in parameters.items() if v is not None and (k, v) != ("results_dir", "../results")})
+        parameters = {k: v for k, v in parameters.items()
+                      if v is not None and (k, v) != ("results_dir", "../results")}
+        execute(source, book / f"{name}.ipynb", parameters)
         print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
         done.append(book / f"{name}.ipynb")
     return done
@@ -206,7 +207,8 @@ def run_training(row: str, profile: str = "smoke", seed: int = 0, *, device: str
         else:
             if record["status"] == "finished" and record["config"] == config.to_dict():
                 print(f"  skip {name}: results exist for the same config "
-                      f"(test error {100 * record['final']['test_error']:.2f}%); FORCE=1 redoes it", flush=True)
+                      f"(test error {100 * record['final']['test_error']:.2f}%); FORCE=1 / --force trains it again",
+                      flush=True)
                 return None
     mnist_path()  # a download, if any, reports here and not in the notebook's stderr
     execute(root / "notebooks" / f"{TRAINING}.md", output,
