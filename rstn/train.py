@@ -538,10 +538,13 @@ def fit(
             [loss_sum, norm_sum, train_correct.double(), v_digits.double(), v_seqs.double(), t_digits.double(),
              t_seqs.double()]).tolist()
         train_loss = loss_total / n_batches
-        if not math.isfinite(train_loss):
+        # A non-finite gradient norm corrupts the weights even when every loss of the epoch was finite.
+        if not (math.isfinite(train_loss) and math.isfinite(norm_total)):
             where = f"the last good checkpoint (epoch {epoch - 1}) is kept in {ckpt_path}" if (
                 ckpt_path is not None and epoch > 0) else "no checkpoint was written"
-            raise NonFiniteLossError(f"{prefix}training loss became {train_loss} in epoch {epoch}; {where}")
+            what = f"training loss became {train_loss}" if not math.isfinite(train_loss) else \
+                f"gradient norm became {norm_total}"
+            raise NonFiniteLossError(f"{prefix}{what} in epoch {epoch}; {where}")
         n_train_digits = n_batches * config.batch_size * splits["train"].labels.shape[1]
         record = {
             "epoch": epoch, "lr": lr, "dropout": p_drop,
