@@ -32,7 +32,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from rstn.experiments import ROWS
 from rstn.models import build_model, count_parameters
 from rstn.optim import LasagneRMSprop
-from rstn.train import DeviceSplit, TrainConfig, _element_clip, configure_backends, sequence_loss, train_epoch
+from rstn.train import (
+    DeviceSplit,
+    TrainConfig,
+    _element_clip,
+    configure_backends,
+    sequence_loss,
+    train_epoch,
+    tune_glibc_malloc,
+)
 
 EPOCH_EXAMPLES = 60_000
 
@@ -130,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="ours: torch.compile")
     parser.add_argument("--tf32", action="store_true", help="both: TF32 matmuls/convolutions (CUDA)")
     parser.add_argument("--flops-only", action="store_true", help="only count FLOPs per example (no timing)")
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="CPU: keep glibc's default malloc (the trainer tunes it; here it applies to both loops)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -140,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     config = TrainConfig(batch_size=args.batch, bf16=args.bf16, channels_last=args.channels_last,
                          compile=args.compile, tf32=args.tf32)
+    if not cuda and not args.no_malloc_tuning:
+        tune_glibc_malloc()
     backends = configure_backends(config)
     name = torch.cuda.get_device_name(device) if cuda else cpu_name()
     print(f"# {dt.date.today()}  device {device} ({name}), torch {torch.__version__}, "

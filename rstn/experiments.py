@@ -4,7 +4,7 @@ Rows (`ROWS`): the nine models of the paper's Table 1 with its per-digit test er
 `rnn-spn-d2` (RNN-SPN, d = 2, 1.5 %). Profiles (`PROFILES`) set the data sizes and the trainer:
 
     smoke  seconds on a CPU, for tests: 200 / 100 / 100 sequences, 2 epochs
-    quick  all nine rows on a 2-core CPU in about 22 minutes: 3,000/500/500 sequences, 3 epochs; its
+    quick  all nine rows on a 2-core CPU in about 20-25 minutes: 5,000/500/500 sequences, 5 epochs; its
            numbers are far from the paper's and are labelled "quick" everywhere
     paper  the authors' protocol on the full data (60k / 10k / 10k, up to 300 epochs): a GPU
     auto   paper where the run's device is CUDA, else quick
@@ -116,11 +116,11 @@ class Profile:
 PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("smoke", "smoke test: 200/100/100 sequences, 2 epochs; the numbers mean nothing",
             200, 100, 100, TrainConfig(max_epochs=2, eval_batch_size=100, n_attention=8)),
-    # deviation: quick shrinks the data (3,000/500/500) and stops after 3 epochs (90 steps), so that all nine
-    # rows take ~22 min on 2 CPU cores (measured per row: benchmarks/README.md); otherwise the authors'
+    # deviation: quick shrinks the data (5,000/500/500) and stops after 5 epochs (250 steps), so that all nine
+    # rows take ~20-25 min on 2 CPU cores (measured per row: benchmarks/README.md); otherwise the authors'
     # protocol (the lr decay and early stopping are never reached). The models are far from converged.
-    Profile("quick", "quick CPU profile: 3,000/500/500 sequences, 3 epochs; far from converged, "
-            "not comparable with the paper", 3000, 500, 500, TrainConfig(max_epochs=3)),
+    Profile("quick", "quick CPU profile: 5,000/500/500 sequences, 5 epochs; far from converged, "
+            "not comparable with the paper", 5000, 500, 500, TrainConfig(max_epochs=5)),
     Profile("paper", "the authors' protocol: 60,000/10,000/10,000 sequences, up to 300 epochs",
             60_000, 10_000, 10_000, TrainConfig()),
 ]}

@@ -343,3 +343,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     ckpt = load_checkpoint(tmp_path / CHECKPOINT_NAME)
     assert ckpt["epoch"] == 0 and len(ckpt["history"]) == 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_glibc_malloc_tuning_is_recorded_and_idempotent():
+    import sys
+
+    from rstn.train import backend_settings, tune_glibc_malloc
+
+    tuned = tune_glibc_malloc()
+    assert tune_glibc_malloc() is tuned
+    assert backend_settings()["glibc_malloc_tuned"] is tuned
+    if sys.platform == "linux":
+        assert tuned  # glibc's mallopt accepted the thresholds
