@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # torch for machines without a GPU: the CPU build (an unpinned torch pulls GBs of CUDA wheels).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: help install test unit-test replicate notebooks book serve nbval vendor browser-test
+.PHONY: help install test unit-test replicate notebooks book serve nbval vendor browser-test data table bench
 
 # The book (issue 5). PROFILE: smoke | quick | paper | auto (replicate: paper on CUDA, else quick;
 # notebooks: the best profile that has results). FORCE=1 retrains rows whose results exist.
@@ -64,6 +64,16 @@ nbval: install  ## re-execute the executed chapters in book/ and compare their t
 browser-test: install book  ## the explorers in headless Chromium on the built book (installs Chromium, playwright-core)
 	bash scripts/ci-browser-deps.sh
 	RSTN_BROWSER_TEST=1 $(BIN)/python -m pytest tests/browser -q -s
+
+data: install  ## generate (or read from the cache) the cluttered sequences and write a PNG of samples
+	$(BIN)/rstn data
+
+table: install  ## print Table 1, ours beside the paper's [PROFILE=]
+	$(BIN)/rstn table --profile $(PROFILE)
+
+bench: install  ## the generator and training-throughput benchmarks (CPU sizes; add --device cuda on a GPU)
+	$(BIN)/python benchmarks/bench_generator.py
+	$(BIN)/python benchmarks/bench_train.py
 
 vendor:  ## re-copy MathJax, RequireJS and the widget manager from npm into book/_static/vendor (needs npm)
 	tools/vendor/vendor.sh
