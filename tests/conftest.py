@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,3 +58,14 @@ def reference() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def structured_image() -> np.ndarray:
+    """A 100 x 100 grey image with structure everywhere (gradients and a few bright strokes), no data set
+    needed: the explorers' tests (Python and browser) warp it and compare pixels."""
+    y, x = np.mgrid[0:100, 0:100] / 99.0
+    picture = 0.5 + 0.25 * np.sin(7 * x + 3 * y) * np.cos(5 * y)
+    picture[20:24, 10:60] = 1.0
+    picture[30:80, 70:73] = 0.9
+    return picture

@@ -21,13 +21,8 @@ ASSETS = Path(explorers.__file__).parent / "assets"
 
 
 @pytest.fixture(scope="module")
-def image() -> np.ndarray:
-    """A 100 x 100 grey image with structure everywhere (gradients and a few bright strokes)."""
-    y, x = np.mgrid[0:100, 0:100] / 99.0
-    picture = 0.5 + 0.25 * np.sin(7 * x + 3 * y) * np.cos(5 * y)
-    picture[20:24, 10:60] = 1.0
-    picture[30:80, 70:73] = 0.9
-    return picture
+def image(structured_image) -> np.ndarray:
+    return structured_image
 
 
 def embedded_payload(page: str) -> dict:

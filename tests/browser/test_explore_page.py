@@ -80,18 +80,9 @@ def open_page(directory: Path, page: str, name: str) -> dict:
     return json.loads(report_path.read_text())
 
 
-def sample_image() -> np.ndarray:
-    """100 x 100 with structure everywhere: gradients and bright strokes (no data set needed)."""
-    y, x = np.mgrid[0:100, 0:100] / 99.0
-    picture = 0.5 + 0.25 * np.sin(7 * x + 3 * y) * np.cos(5 * y)
-    picture[20:24, 10:60] = 1.0
-    picture[30:80, 70:73] = 0.9
-    return picture
-
-
-def standalone_page(directory: Path) -> None:
+def standalone_page(directory: Path, picture: np.ndarray) -> None:
     rng = np.random.default_rng(0)
-    images = np.stack([sample_image(), sample_image()[::-1], sample_image()[:, ::-1]])
+    images = np.stack([picture, picture[::-1], picture[:, ::-1]])
     labels = rng.integers(0, 10, (3, 3))
     scale_shift = np.array([[0.3, 0, -0.5], [0, 0.3, 0.1]], np.float32)
     runs = [explorers.AttentionRun("rnn-spn-d2", "RNN-SPN, d = 2", 2,
@@ -100,20 +91,20 @@ def standalone_page(directory: Path) -> None:
             explorers.AttentionRun("ffn-spn-d3", "FFN-SPN, d = 3", 3,
                                    rng.normal(0, 0.3, (3, 1, 2, 3)).astype(np.float32) + np.eye(2, 3, dtype=np.float32),
                                    rng.integers(0, 10, (3, 3)))]
-    page = explorers.standalone_page(explorers.affine_explorer_html(sample_image()),
+    page = explorers.standalone_page(explorers.affine_explorer_html(picture),
                                      explorers.attention_explorer_html(images, labels, runs))
     (directory / "explore.html").write_text(page, encoding="utf-8")
 
 
 @pytest.fixture(scope="session", params=["book", "standalone"])
-def report(request, browser_ready, tmp_path_factory) -> dict:
+def report(request, browser_ready, tmp_path_factory, structured_image) -> dict:
     if request.param == "book":
         pages = sorted(BOOK_HTML.rglob("07-explore.html"))
         if not pages:
             pytest.fail(f"no built Explore page under {BOOK_HTML}: run `make book` first")
         return open_page(BOOK_HTML, pages[0].relative_to(BOOK_HTML).as_posix(), "book")
     directory = tmp_path_factory.mktemp("standalone")
-    standalone_page(directory)
+    standalone_page(directory, structured_image)
     return open_page(directory, "explore.html", "standalone")
 
 
