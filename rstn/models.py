@@ -37,6 +37,10 @@ class ModelConfig:
     classifier_dense: int = 400  # paper: Dense(256) for RNN-SPN (appendix 6.1); code: 400 in both models
     dropout: float = 0.0  # code default; the paper tuned it on validation without publishing the values
     gru_hidden: int = 256
+    # code: rnn_spn.py leaves GRULayer's learn_init at Lasagne's default, True until Lasagne PR #497
+    # (2015-11-12, after the paper): h0 is a trainable (1, 256) parameter that starts at zero.
+    # False gives the fixed zero state of later Lasagne versions.
+    gru_learn_init: bool = True
     ffn_loc_dense: int = 200
     sampler: str = "torch"  # "torch" | "equations" | "lasagne2015" (the paper's own runs; see rstn.sampler)
     input_size: int = 100
@@ -146,15 +150,22 @@ class ThetaRegression(nn.Linear):
 
 
 class GRU(nn.Module):
-    """GRU (Chung et al., 2014) in Lasagne's GRULayer form, fed the same features at every step from h0 = 0.
+    """GRU (Chung et al., 2014) in Lasagne's GRULayer form, fed the same features at every step.
 
     r = sigmoid(W_xr x + W_hr h + b_r), u = sigmoid(W_xu x + W_hu h + b_u),
     c = tanh(W_xc x + r * (W_hc h) + b_c), h' = (1 - u) h + u c.
     One bias per gate: 768 parameters fewer than torch.nn.GRU, which also has b_hn inside r * (...).
+    The initial state h0 starts at zero; with `learn_init` it is a trainable (1, hidden) parameter
+    (Lasagne's `learn_init=True`), otherwise a constant zero.
     """
 
-    def __init__(self, n_in: int, hidden: int) -> None:
+    def __init__(self, n_in: int, hidden: int, learn_init: bool = True) -> None:
         super().__init__()
+        initial = torch.zeros(1, hidden)
+        if learn_init:
+            self.initial_state = nn.Parameter(initial)
+        else:
+            self.register_buffer("initial_state", initial, persistent=False)
         self.input_weight = nn.Parameter(torch.empty(n_in, 3 * hidden))  # columns: reset | update | candidate
         self.hidden_weight = nn.Parameter(torch.empty(hidden, 3 * hidden))
         self.bias = nn.Parameter(torch.zeros(3 * hidden))
@@ -165,7 +176,7 @@ class GRU(nn.Module):
     def forward(self, features: Tensor, steps: int) -> Tensor:
         """features (B, F) -> hidden states (B, steps, hidden)."""
         x_r, x_u, x_c = torch.addmm(self.bias, features, self.input_weight).chunk(3, -1)  # same every step
-        h = features.new_zeros(features.shape[0], self.hidden_weight.shape[0])
+        h = self.initial_state.expand(features.shape[0], -1)  # (B, hidden)
         states = []
         for _ in range(steps):
             h_r, h_u, h_c = (h @ self.hidden_weight).chunk(3, -1)
@@ -190,6 +201,7 @@ class Table1Model(nn.Module):
     """What the three models share: the input check, ``set_dropout`` and ``uses_element_clipping``."""
 
     uses_element_clipping = False  # code: only rnn_spn.py clips every gradient element to [-1, 1]
+    ramps_dropout = False  # code: only rnn_spn.py ramps a nonzero dropout in over the first epochs
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -226,11 +238,12 @@ class RNNSPN(Table1Model):
     """RNN-SPN: a GRU predicts one theta per digit; one classifier, shared over steps, reads each glimpse."""
 
     uses_element_clipping = True
+    ramps_dropout = True
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.localisation = Localisation(config.input_size, config.dropout, config.localisation_dropout)
-        self.gru = GRU(self.localisation.n_features, config.gru_hidden)
+        self.gru = GRU(self.localisation.n_features, config.gru_hidden, config.gru_learn_init)
         self.theta = ThetaRegression(config.gru_hidden)
         self.classifier = Classifier(
             CLASSIFIER_CHANNELS["rnn_spn"], config.glimpse_size, config.classifier_dense, config.dropout,

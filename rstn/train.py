@@ -80,7 +80,10 @@ class TrainConfig:
     lr_decay_every: int = 12  # ...and every 12 epochs after (-decayinterval 10 with a `>` test)
     lr_decay_factor: float = 1.5
     softmax_tol: float = 1e-5  # TOL: the loss is -log(softmax + 1e-5); 0 gives plain cross-entropy
-    dropout_ramp_epochs: int = 5  # a nonzero dropout grows linearly from 0 over the first 5 epochs
+    # "model": a nonzero dropout grows linearly from 0 over the first `dropout_ramp_epochs` epochs where
+    # model.ramps_dropout (RNN-SPN: rnn_spn.py ramps, ffn_spn.py sets the rate once); "always"; "never".
+    dropout_ramp: str = "model"
+    dropout_ramp_epochs: int = 5
     eval_batch_size: int = 500  # evaluation only; does not change the results
     n_attention: int = 32  # first test images whose theta and predictions are saved
     # Speed knobs (none in the authors' code).
@@ -91,8 +94,9 @@ class TrainConfig:
     cudnn_benchmark: bool = True  # cuDNN autotuning: speed only (can change float rounding on CUDA)
 
     def __post_init__(self) -> None:
-        if self.element_clip not in ("model", "always", "never"):
-            raise ValueError(f"element_clip must be 'model', 'always' or 'never', got {self.element_clip!r}")
+        for name in ("element_clip", "dropout_ramp"):
+            if getattr(self, name) not in ("model", "always", "never"):
+                raise ValueError(f"{name} must be 'model', 'always' or 'never', got {getattr(self, name)!r}")
         if min(self.batch_size, self.max_epochs, self.eval_batch_size) < 1:
             raise ValueError("batch_size, max_epochs and eval_batch_size must be >= 1")
         if self.patience < 1:
@@ -102,9 +106,12 @@ class TrainConfig:
         """Learning rate used while training (0-based) `epoch`."""
         return learning_rate(epoch, self.lr, self.lr_first_decay_epoch, self.lr_decay_every, self.lr_decay_factor)
 
-    def dropout_at(self, epoch: int, dropout: float) -> float:
-        """Dropout probability in `epoch`: the scripts' `epoch * dropout / 5` for epoch < 5, then `dropout`."""
-        if self.dropout_ramp_epochs <= 0:
+    def dropout_at(self, epoch: int, dropout: float, ramp: bool = True) -> float:
+        """Dropout probability in `epoch`: rnn_spn.py's `epoch * dropout / 5` for epoch < 5, then `dropout`.
+
+        ramp: whether this run ramps at all (`ramps_dropout`); False gives `dropout` from epoch 0.
+        """
+        if not ramp or self.dropout_ramp_epochs <= 0:
             return dropout
         return dropout * min(epoch, self.dropout_ramp_epochs) / self.dropout_ramp_epochs
 
@@ -389,9 +396,17 @@ class EarlyStopping:
         return epoch - self.best_epoch >= self.patience
 
 
+def _model_rule(setting: str, model: nn.Module, attribute: str) -> bool:
+    """A TrainConfig "model" | "always" | "never" setting, "model" read from the model's `attribute`."""
+    return {"always": True, "never": False}.get(setting, bool(getattr(model, attribute, False)))
+
+
 def _element_clip(config: TrainConfig, model: nn.Module) -> float | None:
-    use = {"always": True, "never": False}.get(config.element_clip, getattr(model, "uses_element_clipping", False))
-    return config.element_clip_value if use else None
+    return config.element_clip_value if _model_rule(config.element_clip, model, "uses_element_clipping") else None
+
+
+def ramps_dropout(config: TrainConfig, model: nn.Module) -> bool:
+    return _model_rule(config.dropout_ramp, model, "ramps_dropout")
 
 
 def _now() -> str:
@@ -513,7 +528,7 @@ def fit(
         model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = LasagneRMSprop(params, lr=config.lr, rho=config.rho, eps=config.eps)
-    element_clip = _element_clip(config, model)
+    element_clip, ramp = _element_clip(config, model), ramps_dropout(config, model)
     if dropout > 0 and not hasattr(model, "set_dropout"):
         raise TypeError("dropout > 0 needs a model with set_dropout(p)")
 
@@ -551,7 +566,7 @@ def fit(
             stop_reason = "early_stopping"  # reached only when resuming a run that had already stopped
             break
         t0 = time.perf_counter()
-        lr, p_drop = config.lr_at(epoch), config.dropout_at(epoch, dropout)
+        lr, p_drop = config.lr_at(epoch), config.dropout_at(epoch, dropout, ramp)
         for group in optimizer.param_groups:
             group["lr"] = lr
         if hasattr(model, "set_dropout"):

@@ -49,7 +49,7 @@ def expected_count(kind: str, d: int) -> int:
     trunk = conv(1, 20) + 2 * conv(20, 20)
     side = {1: 21, 2: 9, 3: 4, 4: 2}[d]
     if kind == "rnn_spn":
-        gru = 3 * (1620 * 256 + 256 * 256 + 256)  # Lasagne GRU: one bias per gate
+        gru = 3 * (1620 * 256 + 256 * 256 + 256) + 256  # Lasagne GRU: one bias per gate; learned h0 (1, 256)
         classifier = conv(1, 32) + 2 * conv(32, 32) + dense(32 * side**2, 400)
         return trunk + gru + dense(256, 6) + classifier + dense(400, 10)
     classifier = conv(1, 96) + 2 * conv(96, 96) + dense(96 * side**2, 400)
@@ -129,6 +129,35 @@ def test_gru_is_lasagne_form_of_torch_gru_cell():
         h = cell(x, h)
         states.append(h)
     torch.testing.assert_close(ours(x, steps=3), torch.stack(states, 1))
+
+
+def test_gru_initial_state_is_learned_from_zero_by_default():
+    """Lasagne's learn_init=True at the paper's date: h0 is a (1, 256) parameter starting at 0."""
+    model = rnn_spn(4)
+    h0 = model.gru.initial_state
+    assert isinstance(h0, nn.Parameter) and h0.shape == (1, 256) and not h0.any()
+    with torch.no_grad():
+        model.theta.weight.normal_(std=0.05)  # at init theta ignores the hidden state, so h0 gets no gradient
+    model(torch.rand(2, 1, 100, 100)).logits.square().sum().backward()
+    assert h0.grad is not None and h0.grad.abs().sum() > 0
+    fixed = rnn_spn(4, gru_learn_init=False)
+    assert not isinstance(fixed.gru.initial_state, nn.Parameter)
+    assert count_parameters(model) - count_parameters(fixed) == 256
+    assert "gru.initial_state" not in fixed.state_dict()
+
+
+def test_learned_h0_enters_the_first_step():
+    """A nonzero h0 changes the first hidden state exactly as feeding it to the recurrence does."""
+    torch.manual_seed(4)
+    gru = GRU(5, 4).double()
+    with torch.no_grad():
+        gru.initial_state.normal_()
+    x = torch.randn(3, 5, dtype=torch.float64)
+    h = gru.initial_state.expand(3, -1)
+    x_r, x_u, x_c = (x @ gru.input_weight + gru.bias).chunk(3, -1)
+    h_r, h_u, h_c = (h @ gru.hidden_weight).chunk(3, -1)
+    r, u = torch.sigmoid(x_r + h_r), torch.sigmoid(x_u + h_u)
+    torch.testing.assert_close(gru(x, steps=1)[:, 0], (1 - u) * h + u * torch.tanh(x_c + r * h_c))
 
 
 def test_batched_glimpses_equal_step_by_step():

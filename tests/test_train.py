@@ -157,6 +157,21 @@ def test_dropout_ramp():
     config = TrainConfig()
     assert [config.dropout_at(e, 0.5) for e in range(7)] == pytest.approx([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.5])
     assert TrainConfig(dropout_ramp_epochs=0).dropout_at(0, 0.5) == 0.5
+    assert config.dropout_at(0, 0.5, ramp=False) == 0.5
+
+
+def test_dropout_ramps_for_rnn_spn_only():
+    """rnn_spn.py ramps a nonzero dropout in; ffn_spn.py sets the rate once (and the conv net follows it)."""
+    from rstn.models import conv_net, ffn_spn, rnn_spn
+    from rstn.train import ramps_dropout
+
+    config = TrainConfig()
+    assert ramps_dropout(config, rnn_spn(2))
+    assert not ramps_dropout(config, ffn_spn(2)) and not ramps_dropout(config, conv_net())
+    assert ramps_dropout(TrainConfig(dropout_ramp="always"), ffn_spn(2))
+    assert not ramps_dropout(TrainConfig(dropout_ramp="never"), rnn_spn(2))
+    with pytest.raises(ValueError, match="dropout_ramp"):
+        TrainConfig(dropout_ramp="sometimes")
 
 
 def _scripts_early_stopping(valid_acc: list[int], look_ahead: int) -> tuple[int, int]:
@@ -270,7 +285,8 @@ def tiny_model(seed: int = 0) -> TinyModel:
     return TinyModel()
 
 
-CONFIG = TrainConfig(batch_size=20, max_epochs=3, lr=1e-2, dropout_ramp_epochs=2, eval_batch_size=16)
+CONFIG = TrainConfig(batch_size=20, max_epochs=3, lr=1e-2, dropout_ramp="always", dropout_ramp_epochs=2,
+                     eval_batch_size=16)
 
 
 def test_fit_learns_and_records_every_epoch(tmp_path):
