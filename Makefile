@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # torch for machines without a GPU: the CPU build (an unpinned torch pulls GBs of CUDA wheels).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: help install test unit-test replicate notebooks book serve nbval vendor browser-test data table bench
+.PHONY: help install test unit-test replicate notebooks book serve nbval vendor browser-test data table bench train-cpu
 
 # The book (issue 5). PROFILE: smoke | quick | paper | auto (replicate: paper on CUDA, else quick;
 # notebooks: the best profile that has results). FORCE=1 retrains rows whose results exist.
@@ -15,6 +15,7 @@ SEEDS ?= 0
 FORCE ?=
 DEVICE ?=
 PORT ?= 8000
+BUDGET ?= 2h
 NOTEBOOKS := $(BIN)/python -m rstn.notebooks
 # The executed chapters that nbval re-executes: every book/NN-*.ipynb except the training run, which
 # tests/test_notebooks.py checks by a papermill smoke run instead.
@@ -64,6 +65,9 @@ nbval: install  ## re-execute the executed chapters in book/ and compare their t
 browser-test: install book  ## the explorers in headless Chromium on the built book (installs Chromium, playwright-core)
 	bash scripts/ci-browser-deps.sh
 	RSTN_BROWSER_TEST=1 $(BIN)/python -m pytest tests/browser -q -s
+
+train-cpu: install  ## the paper profile's cheap rows on this CPU, cheapest first, resuming, at low priority [BUDGET=2h]
+	nice -n 19 $(BIN)/rstn train --cpu-queue --device cpu --budget $(BUDGET) --progress text
 
 data: install  ## generate (or read from the cache) the cluttered sequences and write a PNG of samples
 	$(BIN)/rstn data

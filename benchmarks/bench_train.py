@@ -32,14 +32,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from rstn.experiments import ROWS
 from rstn.models import build_model, count_parameters
 from rstn.optim import LasagneRMSprop
+from rstn.backends import configure_backends, tune_glibc_malloc
 from rstn.train import (
     DeviceSplit,
     TrainConfig,
     _element_clip,
-    configure_backends,
     sequence_loss,
     train_epoch,
-    tune_glibc_malloc,
 )
 
 EPOCH_EXAMPLES = 60_000
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
                          compile=args.compile, tf32=args.tf32)
     if not cuda and not args.no_malloc_tuning:
         tune_glibc_malloc()
-    backends = configure_backends(config)
+    backends = configure_backends(config.tf32, config.cudnn_benchmark)
     name = torch.cuda.get_device_name(device) if cuda else cpu_name()
     print(f"# {dt.date.today()}  device {device} ({name}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, batch {args.batch}, {steps} timed steps after {warmup}, "

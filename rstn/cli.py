@@ -1,9 +1,13 @@
 """The ``rstn`` command line: one subcommand per job, each a thin call into one module.
 
     rstn data [--seed K] [--n-train N --n-valid N --n-test N] [--out-png PATH]
-    rstn train (--row ROW [ROW ...] | --all) [--profile smoke|quick|paper|auto] [--seed K [K ...]]
-               [--resume] [--force] [--device DEV] [--results-dir DIR] [--set FIELD=VALUE ...]
+    rstn train (--row ROW [ROW ...] | --all | --cpu-queue) [--profile smoke|quick|paper|auto]
+               [--seed K [K ...]] [--resume] [--force] [--budget 2h30m] [--device DEV]
+               [--results-dir DIR] [--checkpoint-dir DIR] [--checkpoint-every N] [--set FIELD=VALUE ...]
     rstn table [--profile PROFILE] [--results-dir DIR]
+
+Bad input (an unknown row, a bad --set value, a corrupt run.json or MNIST file, ...) prints one line
+naming the value and the fix, and exits with status 2; RSTN_DEBUG=1 shows the traceback instead.
 
 To add a subcommand: write ``_add_<name>(subparsers)`` that registers its arguments and sets
 ``func=_cmd_<name>``, and call it from ``build_parser``.
@@ -80,14 +84,24 @@ def _add_train(subparsers) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--row", nargs="+", metavar="ROW", help="row name(s), e.g. rnn-spn-d2")
     which.add_argument("--all", action="store_true", help="all nine rows")
+    which.add_argument("--cpu-queue", action="store_true",
+                       help="the rows a 2-core CPU can train under the paper profile, cheapest first "
+                            "(rstn.experiments.CPU_QUEUE); implies --profile paper --resume")
     p.add_argument("--profile", default="auto",
                    help="smoke | quick | paper | auto (paper with CUDA, else quick; default: %(default)s)")
     p.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], metavar="K",
                    help="training seed(s) (default: 0)")
-    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue a run in progress from its checkpoint")
     p.add_argument("--force", action="store_true", help="rerun even if finished with the same config")
+    p.add_argument("--budget", default=None, metavar="DURATION",
+                   help="stop cleanly at an epoch boundary before this much time has passed (e.g. 2h30m, "
+                        "90m); the run stays in progress and --resume continues it")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="(default: %(default)s)")
+    p.add_argument("--checkpoint-dir", type=Path, default=None,
+                   help="checkpoints (default: $RSTN_CHECKPOINT_DIR, else ~/.cache/rstn/checkpoints)")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                   help="epochs between checkpoints; a kill loses at most N epochs (default: %(default)s)")
     p.add_argument("--progress", choices=("auto", "bar", "text", "none"), default="auto")
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="FIELD=VALUE",
                    help="override TrainConfig fields, e.g. --set max_epochs=3 bf16=true (part of the config)")
@@ -95,15 +109,14 @@ def _add_train(subparsers) -> None:
 
 
 def _parse_overrides(items: list[str]) -> dict:
+    """--set FIELD=VALUE items: VALUE read as JSON (3, 1e-3, true), else kept as a string."""
     import json
 
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            from rstn.experiments import RegistryError
-
-            raise RegistryError(f"--set expects FIELD=VALUE, got {item!r}")
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -112,18 +125,31 @@ def _parse_overrides(items: list[str]) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rstn.experiments import RegistryError, train_all
+    from rstn.experiments import CPU_QUEUE
+    from rstn.runs import train_all
+    from rstn.train import format_duration, parse_duration
 
-    try:
-        outcomes = train_all(None if args.all else args.row, args.profile, args.seeds,
-                             results_dir=args.results_dir, device=args.device, resume=args.resume, force=args.force,
-                             progress=args.progress, **_parse_overrides(args.overrides))
-    except RegistryError as err:
-        print(f"rstn train: error: {err}", file=sys.stderr)
-        return 2
+    budget_s = parse_duration(args.budget) if args.budget is not None else None
+    if args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    rows, profile, resume = args.row, args.profile, args.resume
+    if args.all:
+        rows = None
+    if args.cpu_queue:
+        rows, profile, resume = list(CPU_QUEUE), "paper", True
+    start = time.monotonic()
+    outcomes = train_all(rows, profile, args.seeds, results_dir=args.results_dir,
+                         checkpoint_root=args.checkpoint_dir, device=args.device, resume=resume, force=args.force,
+                         budget_s=budget_s, checkpoint_every=args.checkpoint_every, progress=args.progress,
+                         **_parse_overrides(args.overrides))
     failed = [o for o in outcomes if isinstance(o, Exception)]
-    if failed:
-        print(f"{len(failed)} of {len(outcomes)} runs diverged", file=sys.stderr)
+    runs = [o for o in outcomes if not isinstance(o, Exception)]
+    summary = [f"{sum(r.skipped for r in runs)} already finished (kept; --force retrains)",
+               f"{sum(r.status == 'finished' and not r.skipped for r in runs)} trained to the end",
+               f"{sum(r.status == 'running' for r in runs)} paused in progress (--resume continues)",
+               f"{len(failed)} diverged"]
+    print(f"rstn train: {len(outcomes)} runs in {format_duration(time.monotonic() - start)}: " + ", ".join(summary),
+          file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -137,13 +163,17 @@ def _add_table(subparsers) -> None:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from rstn.experiments import RegistryError, ResultsError, print_table
+    from rstn.results import default_table_profile, format_table, load_table
 
-    try:
-        print_table(args.profile, args.results_dir)
-    except (RegistryError, ResultsError) as err:
-        print(f"rstn table: error: {err}", file=sys.stderr)
-        return 2
+    table = load_table(args.profile, args.results_dir)
+    profile = table[0].profile
+    if not any(r.seeds or r.running or r.n_diverged for r in table):
+        other = default_table_profile(args.results_dir)
+        raise ValueError(f"no runs under {args.results_dir / profile}: train some first, e.g. "
+                         f"`rstn train --all --profile {profile}`"
+                         + (" or `make train-cpu` (the paper rows a CPU can do)" if profile == "paper" else "")
+                         + (f"; results exist for --profile {other}" if other != profile else ""))
+    print(format_table(table))
     return 0
 
 
@@ -157,8 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; bad input ends in one line on stderr and exit status 2 (RSTN_DEBUG=1: traceback)."""
+    import os
+
+    from rstn.runs import RunInProgressError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, RunInProgressError, FileNotFoundError) as err:
+        if os.environ.get("RSTN_DEBUG"):
+            raise
+        print(f"rstn {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rstn {args.command}: interrupted; a training run resumes with --resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -229,7 +229,7 @@ def load_saved_attention(results_dir: str | Path = "results", profile: str | Non
     test images they were computed on (regenerated from the run's data config, or read from the cache).
 
     Args:
-        profile: None picks the book's profile (:func:`rstn.experiments.default_table_profile`: paper,
+        profile: None picks the book's profile (:func:`rstn.results.default_table_profile`: paper,
             then quick, then smoke).
         n_images: keep the first n saved images (None: all).
         rows: Table 1 rows to include (default: every transformer row that has an attention.npz).
@@ -238,10 +238,10 @@ def load_saved_attention(results_dir: str | Path = "results", profile: str | Non
         FileNotFoundError: no attention.npz for this profile and seed.
         ValueError: the runs disagree on the test images they saved.
     """
-    from rstn import experiments
+    from rstn import experiments, results
     from rstn.data import SequenceConfig, load_sequences
 
-    profile = profile or experiments.default_table_profile(results_dir)
+    profile = profile or results.default_table_profile(results_dir)
     names = [r for r in (rows or experiments.ROWS) if experiments.get_row(r).d is not None]  # conv net: no theta
     runs, first, data_config = [], None, None
     for name in names:
@@ -251,8 +251,8 @@ def load_saved_attention(results_dir: str | Path = "results", profile: str | Non
         with np.load(run / "attention.npz") as saved:
             arrays = {key: saved[key] for key in ("indices", "theta", "predictions", "labels")}
         if first is None:
-            first, record = arrays, experiments.read_run(run / experiments.RUN_FILE)
-            data_config = record["config"]
+            first, record = arrays, results.read_run(run / results.RUN_FILE)
+            data_config = record.config
         elif not (np.array_equal(arrays["indices"], first["indices"])
                   and np.array_equal(arrays["labels"], first["labels"])):
             raise ValueError(f"{run}: its attention.npz holds other test images than {names[0]}'s")

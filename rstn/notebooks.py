@@ -190,26 +190,17 @@ def run_training(row: str, profile: str = "smoke", seed: int = 0, *, device: str
     A run whose run.json is finished with the same resolved config is not trained again (unless
     ``force``); if its executed notebook exists too, nothing runs at all.
     """
-    from rstn import experiments
+    from rstn import experiments, runs
     from rstn.mnist import mnist_path
 
     root = root or repo_root()
     config = experiments.run_config(row, profile, seed, device=device)
     output = Path(output) if output is not None else run_path(root, config.profile, config.row, seed)
     results = Path(results_dir) if Path(results_dir).is_absolute() else root / results_dir
-    record_path = experiments.run_dir(results, config.profile, config.row, seed) / experiments.RUN_FILE
     name = f"{config.profile}/{config.row}/seed{seed}"
-    if not force and record_path.exists() and output.exists():
-        try:
-            record = experiments.read_run(record_path)
-        except experiments.ResultsError as err:
-            print(f"  {name}: {err}; training again", flush=True)
-        else:
-            if record["status"] == "finished" and record["config"] == config.to_dict():
-                print(f"  skip {name}: results exist for the same config "
-                      f"(test error {100 * record['final']['test_error']:.2f}%); FORCE=1 / --force trains it again",
-                      flush=True)
-                return None
+    if not force and output.exists() and runs.is_finished(config, results):
+        print(f"  skip {name}: results exist for the same config; FORCE=1 / --force trains it again", flush=True)
+        return None
     mnist_path()  # a download, if any, reports here and not in the notebook's stderr
     execute(root / "notebooks" / f"{TRAINING}.md", output,
             {"row": config.row, "profile": config.profile, "seed": seed, "device": device, "force": force,

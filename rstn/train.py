@@ -21,10 +21,13 @@ some kernels, e.g. the atomics in grid_sample's backward).
 Speed: the data live on the training device as one tensor per split; batches are gathered by index on the
 device; loss, correct counts and gradient norms accumulate in device tensors and are read once per epoch,
 so a step never waits for the host. bf16 autocast, channels_last and torch.compile are config fields,
-off by default; TF32 is set explicitly (off: Theano computed in float32) and recorded.
+off by default; TF32 is set explicitly (off: Theano computed in float32, `rstn.backends`) and recorded.
 
-The orchestration of a Table 1 run (results directory, skip/force, run.json, attention.npz) is
-`train_run` / `train_row`; the rows, profiles and results schema live in `rstn.experiments`.
+Long runs: `fit(deadline=...)` stops cleanly at an epoch boundary before the deadline, with a checkpoint
+to resume from; `checkpoint_every` trades disk writes against the epochs a kill can lose.
+
+This module knows nothing of Table 1: a run on disk (results folder, run.json, skip/resume) is
+`rstn.runs`, the rows and profiles are `rstn.experiments`.
 """
 
 from __future__ import annotations
@@ -34,28 +37,25 @@ import datetime as dt
 import math
 import os
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rstn.backends import configure_backends, resolve_device, tune_glibc_malloc
 from rstn.optim import LasagneRMSprop, clip_gradients, learning_rate
-
-if TYPE_CHECKING:
-    from rstn.experiments import RunConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"  # git-ignored by the pattern results/**/checkpoint*.pt
 LOG_NAME = "train.log"
 ATTENTION_NAME = "attention.npz"
-# History fields that are measurements of time, not results: excluded when runs are compared.
-TIMING_FIELDS = ("time_s",)
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,14 @@ class TrainConfig:
             raise ValueError("batch_size, max_epochs and eval_batch_size must be >= 1")
         if self.patience < 1:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
+        rules = {"lr": self.lr >= 0, "rho": 0 <= self.rho < 1, "eps": self.eps >= 0,
+                 "max_grad_norm": self.max_grad_norm > 0, "lr_decay_factor": self.lr_decay_factor > 0,
+                 "element_clip_value": self.element_clip_value > 0, "softmax_tol": self.softmax_tol >= 0}
+        bounds = {"lr": ">= 0", "rho": "in [0, 1)", "eps": ">= 0", "max_grad_norm": "> 0",
+                  "lr_decay_factor": "> 0", "element_clip_value": "> 0", "softmax_tol": ">= 0"}
+        bad = [f"{name} must be {bounds[name]}, got {getattr(self, name)}" for name, ok in rules.items() if not ok]
+        if bad:
+            raise ValueError("; ".join(bad))
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate used while training (0-based) `epoch`."""
@@ -228,82 +236,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ---- backends -------------------------------------------------------------------------------------------
-
-
-def configure_backends(config: TrainConfig) -> dict:
-    """Set TF32 and cuDNN autotuning explicitly (PyTorch's own default enables TF32 for cuDNN convs)."""
-    precision = "tf32" if config.tf32 else "ieee"
-    backends = torch.backends
-    if hasattr(backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9; do not mix with the legacy flags
-        backends.cuda.matmul.fp32_precision = precision
-        backends.cudnn.conv.fp32_precision = precision
-        backends.cudnn.rnn.fp32_precision = precision
-    else:
-        backends.cuda.matmul.allow_tf32 = config.tf32
-        backends.cudnn.allow_tf32 = config.tf32
-    backends.cudnn.benchmark = config.cudnn_benchmark
-    return backend_settings()
-
-
-def backend_settings() -> dict:
-    """The numeric settings a run used, for run.json."""
-    backends = torch.backends
-    if hasattr(backends.cuda.matmul, "fp32_precision"):
-        tf32 = {"cuda_matmul_fp32_precision": backends.cuda.matmul.fp32_precision,
-                "cudnn_conv_fp32_precision": backends.cudnn.conv.fp32_precision,
-                "cudnn_rnn_fp32_precision": backends.cudnn.rnn.fp32_precision}
-    else:
-        tf32 = {"cuda_matmul_allow_tf32": backends.cuda.matmul.allow_tf32,
-                "cudnn_allow_tf32": backends.cudnn.allow_tf32}
-    return tf32 | {"cudnn_benchmark": backends.cudnn.benchmark, "num_threads": torch.get_num_threads(),
-                   "float32_matmul_precision": torch.get_float32_matmul_precision(),
-                   "glibc_malloc_tuned": _GLIBC_MALLOC_TUNED}
-
-
-_GLIBC_MALLOC_TUNED = False
-
-
-def tune_glibc_malloc() -> bool:
-    """Let glibc keep freed memory instead of returning it to the OS after every step (CPU speed only).
-
-    A CPU training step allocates and frees activation buffers of up to hundreds of MB. glibc serves
-    blocks above its mmap threshold with fresh mmaps and trims the heap top on free, so every step faults
-    the same memory back in: on the 2-core development VM half the time was spent in the kernel. Raising
-    the mmap and trim thresholds and the top pad (mallopt, once per process) made a conv-net CPU epoch
-    1.8x faster with identical results; the process keeps its peak memory. No-op off glibc.
-    """
-    global _GLIBC_MALLOC_TUNED
-    if _GLIBC_MALLOC_TUNED:
-        return True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # <malloc.h>
-        ok = all([libc.mallopt(m_mmap_threshold, 1 << 30), libc.mallopt(m_trim_threshold, 2**31 - 1),
-                  libc.mallopt(m_top_pad, 1 << 30)])
-    except (OSError, AttributeError):
-        return False
-    _GLIBC_MALLOC_TUNED = bool(ok)
-    return _GLIBC_MALLOC_TUNED
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch.cuda.is_available() is False")
-    return device
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-
-
 # ---- progress -------------------------------------------------------------------------------------------
 
 
@@ -362,17 +294,32 @@ def load_checkpoint(path: Path) -> dict:
 # ---- the training loop ----------------------------------------------------------------------------------
 
 
+STOP_REASONS = ("early_stopping", "max_epochs", "time_budget")
+
+
 @dataclass
 class FitResult:
-    """What `fit` returns. history: one dict per epoch (see `fit`); best_state: CPU state_dict."""
+    """Where `fit` stands: returned at the end, and passed to `on_epoch_end` after every epoch.
+
+    status "finished" (stop_reason "early_stopping" | "max_epochs"), or "running": between epochs
+    (stop_reason None) or stopped by the deadline with a checkpoint to resume from ("time_budget").
+    history: one dict per epoch (see `fit`); best_state: CPU state_dict of the best epoch (None before
+    one); sessions: one dict per process that trained the run (what the caller passed as `session`,
+    plus first_epoch and epochs).
+    """
 
     history: list[dict]
     best_epoch: int
-    best_state: dict[str, torch.Tensor]
-    stop_reason: str  # "early_stopping" | "max_epochs"
+    best_state: dict[str, torch.Tensor] | None
+    status: str
+    stop_reason: str | None
     elapsed_s: float
-    sessions: int
+    sessions: list[dict]
     started_at: str
+
+
+class BudgetExhausted(Exception):
+    """Raised inside an epoch that runs past the deadline; the epoch is discarded."""
 
 
 @dataclass
@@ -425,11 +372,12 @@ def train_epoch(
     config: TrainConfig,
     element_clip: float | None,
     bar: Any = None,
+    deadline: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pass over `split` in the order `order` (a device tensor), dropping a last partial batch.
 
     Each step: forward (bf16 autocast if configured), loss, backward, clip, RMSprop step. Nothing is read
-    back to the host.
+    back to the host. Past `deadline` (a time.monotonic() value) it raises BudgetExhausted.
 
     Returns:
         (sum of batch losses, sum of gradient norms, correct training digits): 0-d device tensors.
@@ -452,6 +400,8 @@ def train_epoch(
         correct += (logits.detach().argmax(-1) == y).sum()
         if bar is not None:
             bar.update()
+        if deadline is not None and time.monotonic() > deadline:
+            raise BudgetExhausted
     return loss_sum, norm_sum, correct
 
 
@@ -480,28 +430,40 @@ def fit(
     dropout: float = 0.0,
     device: str | torch.device | None = None,
     run_dir: str | Path | None = None,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int = 1,
     resume: bool = False,
+    deadline: float | None = None,
     progress: str | bool | None = "auto",
     label: str = "",
     checkpoint_extra: dict | None = None,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
+    session: dict | None = None,
+    on_epoch_end: Callable[[FitResult], None] | None = None,
 ) -> FitResult:
     """Train `model` on data["train"], evaluating on data["valid"] and data["test"] every epoch.
 
     Args:
-        model: forward(x (B, 1, H, W)) -> object with `.logits` (B, T, K); optional `set_dropout(p)`
-            and `uses_element_clipping`. Initialise it (seeded) before calling.
+        model: forward(x (B, 1, H, W)) -> object with `.logits` (B, T, K); optional `set_dropout(p)`,
+            `uses_element_clipping` and `ramps_dropout`. Initialise it (seeded) before calling.
         data: {"train", "valid", "test"}: objects with images (N, H, W) in [0, 1] and labels (N, T).
         config: the protocol.
         seed: seeds each epoch's shuffle and dropout draws, with the epoch number.
-        dropout: the target dropout probability (ramped in over `config.dropout_ramp_epochs`).
-        run_dir: where the checkpoint (every epoch) and train.log go; None keeps nothing on disk.
-        resume: continue from run_dir's checkpoint if it exists and was written with the same
+        dropout: the target dropout probability (ramped in over `config.dropout_ramp_epochs` where the
+            model ramps, see `ramps_dropout`).
+        run_dir: where train.log goes (and the checkpoint, unless `checkpoint_path`); None: no log file.
+        checkpoint_path: the checkpoint file; default run_dir/checkpoint.pt, None without a run_dir.
+        checkpoint_every: write the checkpoint after every this many epochs, and always when the run
+            stops (finished or out of time). 1: a kill loses at most the epoch in progress.
+        resume: continue from the checkpoint if it exists and was written with the same
             `checkpoint_extra["config"]`; otherwise start over.
+        deadline: a time.monotonic() value. An epoch that the last epochs' times say would end past it is
+            not started, and one that runs past it is abandoned; the run then stops as "running" with
+            stop_reason "time_budget" and a checkpoint of its last whole epoch.
         progress: 'auto' | 'bar' | 'text' | 'none' (see `progress_mode`).
         label: prefix of the progress lines.
         checkpoint_extra: stored in the checkpoint as is (the run's resolved config, for resume checks).
-        on_epoch_end: called as on_epoch_end(epoch, record) after each epoch's checkpoint is written.
+        session: facts of this process (commit, device, ...) appended to `FitResult.sessions`.
+        on_epoch_end: called with the running FitResult after each epoch (and its checkpoint, if due).
 
     Returns:
         FitResult. Each history record holds: epoch, lr, dropout, train_loss (mean over the epoch's
@@ -513,13 +475,18 @@ def fit(
         NonFiniteLossError: the epoch's training loss was NaN or inf; nothing of that epoch is saved.
     """
     device = resolve_device(device)
-    configure_backends(config)
+    configure_backends(config.tf32, config.cudnn_benchmark)
     if device.type == "cpu":
         tune_glibc_malloc()
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     run_dir = Path(run_dir) if run_dir is not None else None
-    ckpt_path = run_dir / CHECKPOINT_NAME if run_dir is not None else None
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint_path is None and run_dir is not None:
+        checkpoint_path = run_dir / CHECKPOINT_NAME
+    ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    for folder in (run_dir, ckpt_path.parent if ckpt_path is not None else None):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
     log = _Logger(progress_mode(progress), run_dir / LOG_NAME if run_dir is not None else None)
     prefix = f"{label} " if label else ""
 
@@ -537,9 +504,9 @@ def fit(
     if n_batches == 0:
         raise ValueError(f"{len(splits['train'])} training examples make no batch of {config.batch_size}")
 
-    history: list[dict] = []
-    stopper, best_state = EarlyStopping(config.patience), None
-    start_epoch, elapsed, sessions, started_at = 0, 0.0, 1, _now()
+    state = FitResult([], -1, None, "running", None, 0.0, [], _now())
+    stopper = EarlyStopping(config.patience)
+    start_epoch = 0
     extra = checkpoint_extra or {}
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
@@ -548,22 +515,36 @@ def fit(
         else:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
-            history, best_state = ckpt["history"], ckpt["best_state"]
             stopper = EarlyStopping(config.patience, ckpt["best_epoch"], ckpt["best_valid_correct"])
-            start_epoch, elapsed, sessions = ckpt["epoch"] + 1, ckpt["elapsed_s"], ckpt["sessions"] + 1
-            started_at = ckpt["started_at"]
+            state = FitResult(ckpt["history"], ckpt["best_epoch"], ckpt["best_state"], "running", None,
+                              ckpt["elapsed_s"], list(ckpt["sessions"]), ckpt["started_at"])
+            start_epoch = ckpt["epoch"] + 1
             set_rng_state(ckpt["rng"])
             log(f"{prefix}resumed from {ckpt_path} after epoch {ckpt['epoch']}")
     elif ckpt_path is not None and ckpt_path.exists():
         log(f"{prefix}starting over (an existing checkpoint is replaced; pass resume=True / --resume to continue)")
+    this_session = dict(session or {}) | {"started_at": _now(), "first_epoch": start_epoch, "epochs": 0}
+    state.sessions.append(this_session)
+    history = state.history
+
+    def save(epoch: int) -> None:
+        if ckpt_path is not None:
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                "history": history, "best_epoch": stopper.best_epoch, "best_valid_correct": stopper.best_correct,
+                "best_state": state.best_state, "rng": rng_state(), "elapsed_s": state.elapsed_s,
+                "sessions": state.sessions, "started_at": state.started_at, "extra": extra})
 
     step_model = torch.compile(model) if config.compile else model
     n_valid_digits = splits["valid"].labels.numel()
+    last_saved = start_epoch - 1
 
-    stop_reason = "max_epochs"
     for epoch in range(start_epoch, config.max_epochs):
         if epoch > 0 and stopper.should_stop(epoch - 1):
-            stop_reason = "early_stopping"  # reached only when resuming a run that had already stopped
+            state.stop_reason = "early_stopping"  # reached only when resuming a run that had already stopped
+            break
+        if deadline is not None and history and time.monotonic() + _epoch_estimate(history) > deadline:
+            state.stop_reason = "time_budget"
             break
         t0 = time.perf_counter()
         lr, p_drop = config.lr_at(epoch), config.dropout_at(epoch, dropout, ramp)
@@ -575,9 +556,16 @@ def fit(
         perm = epoch_permutation(seed, epoch, len(splits["train"])).to(device)
 
         model.train()
-        with log.bar(n_batches, f"{prefix}epoch {epoch}") as bar:
-            loss_sum, norm_sum, train_correct = train_epoch(step_model, optimizer, splits["train"], perm, config,
-                                                            element_clip, bar)
+        try:
+            with log.bar(n_batches, f"{prefix}epoch {epoch}") as bar:
+                loss_sum, norm_sum, train_correct = train_epoch(step_model, optimizer, splits["train"], perm, config,
+                                                                element_clip, bar, deadline)
+        except BudgetExhausted:
+            # the weights hold part of an epoch: nothing of it is saved, the run resumes from the checkpoint
+            log(f"{prefix}out of time in epoch {epoch}: it is discarded; the checkpoint after epoch "
+                f"{last_saved} is kept")
+            state.stop_reason = "time_budget"
+            return _stopped(state, this_session)
 
         model.eval()
         v_digits, v_seqs = evaluate(step_model, splits["valid"], config)
@@ -589,8 +577,8 @@ def fit(
         train_loss = loss_total / n_batches
         # A non-finite gradient norm corrupts the weights even when every loss of the epoch was finite.
         if not (math.isfinite(train_loss) and math.isfinite(norm_total)):
-            where = f"the last good checkpoint (epoch {epoch - 1}) is kept in {ckpt_path}" if (
-                ckpt_path is not None and epoch > 0) else "no checkpoint was written"
+            where = f"the last good checkpoint (epoch {last_saved}) is kept in {ckpt_path}" if (
+                ckpt_path is not None and last_saved >= 0) else "no checkpoint was written"
             what = f"training loss became {train_loss}" if not math.isfinite(train_loss) else \
                 f"gradient norm became {norm_total}"
             raise NonFiniteLossError(f"{prefix}{what} in epoch {epoch}; {where}")
@@ -605,84 +593,87 @@ def fit(
             "test_sequence_error": 1.0 - ts / len(splits["test"]),
         }
         if stopper.update(epoch, int(vd)):
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            state.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         record["time_s"] = time.perf_counter() - t0
         history.append(record)
-        elapsed += record["time_s"]
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "history": history, "best_epoch": stopper.best_epoch, "best_valid_correct": stopper.best_correct,
-                "best_state": best_state, "rng": rng_state(), "elapsed_s": elapsed, "sessions": sessions,
-                "started_at": started_at, "extra": extra})
+        state.elapsed_s += record["time_s"]
+        state.best_epoch = stopper.best_epoch
+        this_session["epochs"] += 1
+        done = stopper.should_stop(epoch) or epoch + 1 == config.max_epochs
+        if done or (epoch + 1 - start_epoch) % checkpoint_every == 0:
+            save(epoch)
+            last_saved = epoch
         log(f"{prefix}epoch {epoch:3d}  lr {lr:.2e}  loss {train_loss:.4f}  train {100 * record['train_error']:.2f}%"
             f"  valid {100 * record['valid_error']:.2f}% (seq {100 * record['valid_sequence_error']:.2f}%)"
             f"  test {100 * record['test_error']:.2f}% (seq {100 * record['test_sequence_error']:.2f}%)"
-            f"  best {stopper.best_epoch}  {record['time_s']:.1f}s")
+            f"  best {stopper.best_epoch}  {record['time_s']:.1f}s"
+            f"{_eta(history, epoch, config, stopper, deadline)}")
         if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
+            on_epoch_end(state)
         if stopper.should_stop(epoch):  # look_count reaches 0: 50 epochs without a gain
-            stop_reason = "early_stopping"
+            state.stop_reason = "early_stopping"
             break
+    else:
+        state.stop_reason = "max_epochs"
 
-    best_epoch = stopper.best_epoch
-    if best_state is None:  # no epoch got a single validation digit right: report the last one
-        best_epoch = len(history) - 1
-        best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    return FitResult(history, best_epoch, best_state, stop_reason, elapsed, sessions, started_at)
-
-
-def without_timing(history: Sequence[Mapping]) -> list[dict]:
-    """History records with the timing fields removed: what must match between two runs of one seed."""
-    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in history]
-
-
-# ---- a Table 1 run: results directory, skip/force, run.json, attention.npz ------------------------------
+    if state.stop_reason != "time_budget" and state.best_state is None and history:
+        # no epoch got a single validation digit right: report the last one
+        state.best_epoch = len(history) - 1
+        state.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    if state.stop_reason == "time_budget" and history and last_saved < len(history) - 1:
+        save(len(history) - 1)
+    return _stopped(state, this_session)
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """A finished (or skipped) run: its directory and its validated run.json record."""
-
-    run_dir: Path
-    record: dict = field(repr=False)
-    skipped: bool = False
-
-    @property
-    def test_error(self) -> float:
-        """Per-digit test error at the best-validation epoch (fraction)."""
-        return self.record["final"]["test_error"]
-
-    @property
-    def test_sequence_error(self) -> float:
-        return self.record["final"]["test_sequence_error"]
-
-    @property
-    def best_epoch(self) -> int:
-        return self.record["best_epoch"]
-
-    @property
-    def history(self) -> list[dict]:
-        return self.record["history"]
-
-    def __repr__(self) -> str:
-        r = self.record
-        return (f"RunResult({r['row']}, profile={r['profile']}, seed={r['seed']}, status={r['status']}, "
-                f"test_error={100 * self.test_error:.2f}%, best_epoch={self.best_epoch}, skipped={self.skipped})")
+def _stopped(state: FitResult, session: dict) -> FitResult:
+    """The final FitResult: finished unless the deadline stopped it."""
+    session["ended_at"] = _now()
+    if state.stop_reason != "time_budget":
+        state.status = "finished"
+    return state
 
 
-def _git_info() -> dict:
-    import subprocess
+def _epoch_estimate(history: Sequence[Mapping]) -> float:
+    """Seconds the next epoch may take: the slowest of the last three, with 10% to spare."""
+    return 1.1 * max(r["time_s"] for r in history[-3:])
 
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, check=True, timeout=10).stdout
-        return {"commit": commit, "dirty": bool(status.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+
+def _eta(history: Sequence[Mapping], epoch: int, config: TrainConfig, stopper: EarlyStopping,
+         deadline: float | None) -> str:
+    """'  eta ...': time to the protocol's latest end (max_epochs, or early stopping if sooner) and budget."""
+    last = min(config.max_epochs, stopper.best_epoch + config.patience + 1) - 1
+    per_epoch = statistics.fmean(r["time_s"] for r in history[-5:])
+    text = f"  eta <= {format_duration((last - epoch) * per_epoch)} ({last - epoch} epochs)"
+    if deadline is not None:
+        text += f", budget left {format_duration(max(0.0, deadline - time.monotonic()))}"
+    return text
+
+
+def format_duration(seconds: float) -> str:
+    """3725 -> '1h02m', 125 -> '2m05s', 42.5 -> '42s'."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def parse_duration(text: str) -> float:
+    """'2h30m', '90m', '45s', '1.5h', '3600' (seconds) -> seconds. Raises ValueError naming the text."""
+    import re
+
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+        if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([hms])", "", text).strip():
+            raise ValueError(f"cannot read the duration {text!r}: use e.g. 2h30m, 90m, 45s or 1.5h")
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"the duration {text!r} must be positive")
+    return seconds
 
 
 @torch.no_grad()
@@ -704,152 +695,3 @@ def attention_arrays(model: nn.Module, split: SplitLike, n: int, device: torch.d
     if getattr(split, "boxes", None) is not None:
         arrays["boxes"] = np.asarray(split.boxes[:n], dtype=np.float32)
     return arrays
-
-
-def _config_diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            keys += _config_diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            keys.append(f"{prefix}{k}")
-    return keys
-
-
-def train_run(
-    config: RunConfig,
-    *,
-    results_dir: str | Path = "results",
-    device: str | torch.device | None = None,
-    resume: bool = False,
-    force: bool = False,
-    progress: str | bool | None = "auto",
-    data: Mapping[str, SplitLike] | None = None,
-    build_model: Callable[[Any], nn.Module] | None = None,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
-) -> RunResult:
-    """Run one (row, profile, seed) to the end and write results/<profile>/<row>/seed<k>/.
-
-    A finished run.json with the same resolved config is kept and returned (`skipped=True`); a different
-    config, or `force`, trains again. `resume` continues from the run's checkpoint.
-
-    Args:
-        config: the resolved run (`rstn.experiments.run_config`).
-        data: the three splits, if already loaded; by default `rstn.data.load_sequences(config.data,
-            config.data_seed)`.
-        build_model: ModelConfig -> nn.Module; by default `rstn.models.build_model`.
-
-    Raises:
-        NonFiniteLossError: after writing run.json with status "diverged".
-    """
-    from rstn import experiments
-
-    out_dir = experiments.run_dir(results_dir, config.profile, config.row, config.seed)
-    name = f"{config.profile}/{config.row}/seed{config.seed}"
-    say = _Logger(progress_mode(progress), None)
-    config_dict = config.to_dict()
-    record_path = out_dir / experiments.RUN_FILE
-    if record_path.exists() and not force:
-        old = experiments.read_run(record_path)
-        if old["status"] == "finished" and old["config"] == config_dict:
-            say(f"skip {name}: finished with the same config (test error {100 * old['final']['test_error']:.2f}%,"
-                f" {record_path}); force=True / --force reruns it")
-            return RunResult(out_dir, old, skipped=True)
-        changed = _config_diff(old["config"], config_dict)
-        reason = f"config changed ({', '.join(changed)})" if changed else f"previous status {old['status']!r}"
-        say(f"rerun {name}: {reason}")
-
-    device = resolve_device(device)
-    if data is None:
-        from rstn.data import load_sequences
-
-        data = load_sequences(config.data, seed=config.data_seed)
-    if build_model is None:
-        from rstn.models import build_model
-    torch.manual_seed(config.seed)  # model initialisation
-    model = build_model(config.model)
-    for stale in (record_path, out_dir / ATTENTION_NAME):
-        stale.unlink(missing_ok=True)
-    if not resume:
-        (out_dir / LOG_NAME).unlink(missing_ok=True)
-
-    base = {"row": config.row, "profile": config.profile, "seed": config.seed, "config": config_dict,
-            "git": _git_info(), "device": device_name(device), "torch_version": torch.__version__,
-            "python_version": sys.version.split()[0]}
-    try:
-        result = fit(model, data, config.train, seed=config.seed, dropout=config.model.dropout, device=device,
-                     run_dir=out_dir, resume=resume, progress=progress, label=name,
-                     checkpoint_extra={"config": config_dict}, on_epoch_end=on_epoch_end)
-    except NonFiniteLossError as err:
-        ckpt_path = out_dir / CHECKPOINT_NAME
-        ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
-        history = ckpt["history"] if ckpt is not None else []
-        record = base | {"status": "diverged", "error": str(err), "backends": backend_settings(),
-                         "started_at": ckpt["started_at"] if ckpt else _now(), "finished_at": _now(),
-                         "wall_time_s": ckpt["elapsed_s"] if ckpt else 0.0, "epochs_run": len(history),
-                         "best_epoch": ckpt["best_epoch"] if ckpt and ckpt["best_epoch"] >= 0 else None,
-                         "stop_reason": "non_finite_loss", "history": history,
-                         "final": experiments.final_metrics(history, ckpt["best_epoch"]) if (
-                             ckpt and ckpt["best_epoch"] >= 0) else None}
-        experiments.write_run(record_path, record)
-        raise
-
-    t0 = time.perf_counter()
-    model.load_state_dict(result.best_state)
-    np.savez_compressed(out_dir / ATTENTION_NAME,
-                        **attention_arrays(model, data["test"], config.train.n_attention, device))
-    record = base | {
-        "status": "finished", "backends": backend_settings(), "started_at": result.started_at,
-        "finished_at": _now(), "wall_time_s": result.elapsed_s + time.perf_counter() - t0,
-        "sessions": result.sessions, "epochs_run": len(result.history), "best_epoch": result.best_epoch,
-        "stop_reason": result.stop_reason, "final": experiments.final_metrics(result.history, result.best_epoch),
-        "history": result.history, "attention_file": ATTENTION_NAME}
-    experiments.write_run(record_path, record)
-    record = experiments.read_run(record_path)
-    say(f"done {name}: test error {100 * record['final']['test_error']:.2f}% at best epoch {result.best_epoch}"
-        f" ({len(result.history)} epochs, {result.stop_reason}, {record['wall_time_s']:.0f}s) -> {out_dir}")
-    return RunResult(out_dir, record)
-
-
-def train_row(
-    row: str,
-    profile: str = "auto",
-    seed: int = 0,
-    *,
-    results_dir: str | Path = "results",
-    device: str | torch.device | None = None,
-    resume: bool = False,
-    force: bool = False,
-    progress: str | bool | None = "auto",
-    data: Mapping[str, SplitLike] | None = None,
-    **train_overrides: Any,
-) -> RunResult:
-    """Train one Table 1 row under a profile ('smoke' | 'quick' | 'paper' | 'auto') and seed.
-
-    `train_overrides` replace TrainConfig fields of the profile (e.g. max_epochs=3) and become part of
-    the resolved config. Example: `train_row("rnn-spn-d2", "smoke", seed=0).test_error`.
-    """
-    from rstn import experiments
-
-    config = experiments.run_config(row, profile, seed, device=device, **train_overrides)
-    return train_run(config, results_dir=results_dir, device=device, resume=resume, force=force,
-                     progress=progress, data=data)
-
-
-def load_best_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The best-validation model of a run, rebuilt from run.json and its checkpoint (eval mode)."""
-    from rstn import experiments
-    from rstn.models import ModelConfig, build_model
-
-    run_dir = Path(run_dir)
-    record = experiments.read_run(run_dir / experiments.RUN_FILE)
-    ckpt_path = run_dir / CHECKPOINT_NAME
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"{ckpt_path} is missing (checkpoints are not committed; rerun the row)")
-    model_config = ModelConfig(**record["config"]["model"])
-    model = build_model(model_config)
-    model.load_state_dict(load_checkpoint(ckpt_path)["best_state"])
-    return model.to(device).eval()
-
-

@@ -27,6 +27,12 @@ from rstn.mnist import load_mnist, mnist_path  # noqa: E402
 SMALL_CONFIG = SequenceConfig(n_train=150, n_valid=50, n_test=50)
 
 
+@pytest.fixture(autouse=True)
+def checkpoints_in_tmp(tmp_path_factory, monkeypatch):
+    """Tests never write checkpoints into the user's cache (rstn.runs.checkpoint_dir)."""
+    monkeypatch.setenv("RSTN_CHECKPOINT_DIR", str(tmp_path_factory.mktemp("checkpoints")))
+
+
 @pytest.fixture(scope="session")
 def mnist_file() -> Path:
     """Path of the verified mnist.pkl.gz ($RSTN_DATA_DIR, the cache dir, or fetched)."""

@@ -19,6 +19,7 @@ import pytest
 
 from rstn import experiments
 from rstn import notebooks as nbrun
+from rstn.results import RUN_FILE, read_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = nbrun.sources(ROOT)
@@ -50,10 +51,10 @@ def test_training_notebook_smoke_run_writes_results_and_skips_a_rerun(tmp_path):
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "results_dir = \"../results\"" in injected[0].source  # relative to output
 
-    record = experiments.read_run(results / "smoke" / "rnn-spn-d2" / "seed0" / experiments.RUN_FILE)
-    assert record["status"] == "finished" and record["epochs_run"] == experiments.PROFILES["smoke"].train.max_epochs
+    record = read_run(results / "smoke" / "rnn-spn-d2" / "seed0" / RUN_FILE)
+    assert record.status == "finished" and record.epochs_run == experiments.PROFILES["smoke"].train.max_epochs
     text = _text_outputs(nb)
-    assert f"per-digit test error {100 * record['final']['test_error']:.2f}%" in text
+    assert f"per-digit test error {100 * record.test_error:.2f}%" in text
     assert "papermill" not in json.dumps([c.metadata for c in nb.cells])  # timing metadata stripped
 
     # A copy elsewhere (the book's training chapter) points at the same results.

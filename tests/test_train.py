@@ -1,12 +1,13 @@
 """The trainer: the authors' optimiser, clipping, schedule and early stopping; metrics; exact resume; NaN.
 
 The loop tests use a tiny stand-in model on 12x12 random images so that they run in a second; the real
-models go through the same `fit` in tests/test_experiments.py (the smoke CLI run).
+models go through the same `fit` in tests/test_runs.py (the smoke CLI run).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from types import SimpleNamespace
 from typing import NamedTuple
 
@@ -27,9 +28,11 @@ from rstn.train import (
     fit,
     load_checkpoint,
     sequence_error,
+    format_duration,
+    parse_duration,
     sequence_loss,
-    without_timing,
 )
+from rstn.results import without_timing
 
 torch.set_num_threads(1)
 
@@ -316,8 +319,8 @@ def test_resume_equals_uninterrupted(tmp_path):
     straight = fit(tiny_model(), data, CONFIG, seed=5, dropout=0.3, run_dir=tmp_path / "a", progress="none")
     final_straight = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME)
 
-    def stop_after_epoch_1(epoch, record):
-        if epoch == 1:
+    def stop_after_epoch_1(state):
+        if len(state.history) == 2:
             raise Interrupt
 
     with pytest.raises(Interrupt):
@@ -330,7 +333,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     final_resumed = load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)
 
     assert without_timing(resumed.history) == without_timing(straight.history)
-    assert resumed.best_epoch == straight.best_epoch and resumed.sessions == 2
+    assert resumed.best_epoch == straight.best_epoch and len(resumed.sessions) == 2
     for key, value in final_straight["model"].items():
         assert torch.equal(final_resumed["model"][key], value), key
     for key, value in straight.best_state.items():
@@ -348,8 +351,8 @@ def test_a_different_seed_gives_a_different_run():
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    def poison(epoch, record):
-        if epoch == 0:
+    def poison(state):
+        if len(state.history) == 1:
             with torch.no_grad():
                 model.fc.weight[0, 0] = float("nan")
 
@@ -364,10 +367,62 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_glibc_malloc_tuning_is_recorded_and_idempotent():
     import sys
 
-    from rstn.train import backend_settings, tune_glibc_malloc
+    from rstn.backends import backend_settings, tune_glibc_malloc
 
     tuned = tune_glibc_malloc()
     assert tune_glibc_malloc() is tuned
     assert backend_settings()["glibc_malloc_tuned"] is tuned
     if sys.platform == "linux":
         assert tuned  # glibc's mallopt accepted the thresholds
+
+
+def test_a_past_deadline_abandons_the_epoch_and_keeps_the_last_checkpoint(tmp_path):
+    first = fit(tiny_model(), tiny_data(), CONFIG, seed=0, run_dir=tmp_path, progress="none")
+    assert first.status == "finished"
+    config = TrainConfig(**{**CONFIG.__dict__, "max_epochs": 5})
+    paused = fit(tiny_model(), tiny_data(), config, seed=0, run_dir=tmp_path, progress="none", resume=True,
+                 deadline=time.monotonic() - 1)
+    # the estimate from the earlier epochs says no epoch fits: none is started
+    assert paused.status == "running" and paused.stop_reason == "time_budget" and len(paused.history) == 3
+    fresh = fit(tiny_model(), tiny_data(), config, seed=0, run_dir=tmp_path / "fresh", progress="none",
+                deadline=time.monotonic() - 1)
+    # no estimate for a first epoch: it starts, runs past the deadline and is abandoned, nothing saved
+    assert fresh.status == "running" and fresh.history == [] and not (tmp_path / "fresh" / CHECKPOINT_NAME).exists()
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 2
+
+
+def test_checkpoint_every_n_epochs_and_at_the_end(tmp_path):
+    saved = []
+    config = TrainConfig(**{**CONFIG.__dict__, "max_epochs": 5})
+    fit(tiny_model(), tiny_data(), config, seed=0, run_dir=tmp_path, progress="none", checkpoint_every=2,
+        on_epoch_end=lambda state: saved.append((tmp_path / CHECKPOINT_NAME).exists() and
+                                                load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"]))
+    assert saved == [False, 1, 1, 3, 4]
+
+
+@pytest.mark.parametrize("text, seconds", [("2h30m", 9000), ("90m", 5400), ("45s", 45), ("1.5h", 5400),
+                                           ("3600", 3600), ("1h 5m 3s", 3903)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "5x", "-3m", "0", "2h and 3m"])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (42.4, 125, 3725)] == ["42s", "2m05s", "1h02m"]
+
+
+def test_tf32_settings_can_be_recorded():
+    """The new fp32_precision API and the legacy getter must not be mixed (it raised before)."""
+    from rstn.backends import backend_settings, configure_backends
+
+    try:
+        settings = configure_backends(tf32=True)
+        assert "tf32" in settings.values() or settings.get("cuda_matmul_allow_tf32") is True
+        assert backend_settings() == settings
+    finally:
+        configure_backends(tf32=False)

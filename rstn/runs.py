@@ -1,0 +1,370 @@
+"""Runs on disk: one Table 1 run (`train_run`), the one "is it done?" check, and many runs in a row.
+
+A run is (row, profile, seed). Its results go to results/<profile>/<row>/seed<k>/ (`rstn.results`), its
+checkpoint to a folder outside the work tree, `checkpoint_dir()`/<profile>/<row>/seed<k>/checkpoint.pt,
+so that checkpoints survive a fresh checkout of the repository but never enter git. A lost checkpoint
+costs time only: the run starts over.
+
+Long runs: with a deadline the trainer stops cleanly at an epoch boundary; the run.json then says
+status "running" (stop_reason "time_budget", the epochs so far, the best-so-far metrics, the wall
+time), and `resume=True` continues it exactly, in this process or a later one. While training,
+run.json is rewritten after every epoch, so `kill -9` at any moment loses at most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rstn.backends import backend_settings, device_name, resolve_device
+from rstn.experiments import ROWS, RunConfig, get_row, run_config, run_dir
+from rstn.results import (
+    RUN_FILE,
+    ResultsError,
+    RunRecord,
+    final_metrics,
+    read_run,
+    write_run,
+)
+from rstn.train import (
+    ATTENTION_NAME,
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    FitResult,
+    NonFiniteLossError,
+    SplitLike,
+    _Logger,
+    _now,
+    attention_arrays,
+    fit,
+    format_duration,
+    load_checkpoint,
+    progress_mode,
+)
+
+# TrainConfig fields that change speed or float rounding, never the protocol: a run may be resumed, or
+# a finished one kept, when only these differ.
+RESULT_NEUTRAL_FIELDS = ("eval_batch_size", "cudnn_benchmark", "channels_last", "compile")
+
+
+class RunInProgressError(RuntimeError):
+    """A run is in progress (status "running") and neither resume nor force was asked for."""
+
+
+def checkpoint_dir() -> Path:
+    """Where checkpoints live: $RSTN_CHECKPOINT_DIR, else <user cache>/rstn/checkpoints (outside git)."""
+    if os.environ.get("RSTN_CHECKPOINT_DIR"):
+        return Path(os.environ["RSTN_CHECKPOINT_DIR"])
+    from rstn.mnist import cache_dir
+
+    return cache_dir() / "checkpoints"
+
+
+def checkpoint_path(config: RunConfig, root: str | Path | None = None) -> Path:
+    """<root or checkpoint_dir()>/<profile>/<row>/seed<k>/checkpoint.pt."""
+    return run_dir(root if root is not None else checkpoint_dir(), config.profile, config.row,
+                   config.seed) / CHECKPOINT_NAME
+
+
+def comparable(config: Mapping) -> dict:
+    """A RunConfig dict without the result-neutral trainer fields: what skip and resume compare."""
+    train = {k: v for k, v in config["train"].items() if k not in RESULT_NEUTRAL_FIELDS}
+    return dict(config) | {"train": train}
+
+
+def config_changes(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
+    """Dotted names of the fields that differ between two config dicts."""
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            keys += config_changes(a, b, f"{prefix}{k}.")
+        elif a != b:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def existing_record(config: RunConfig, results_dir: str | Path = "results") -> RunRecord | None:
+    """The run's run.json, or None when there is none. Raises ResultsError when it is corrupt."""
+    path = run_dir(results_dir, config.profile, config.row, config.seed) / RUN_FILE
+    return read_run(path) if path.exists() else None
+
+
+def is_finished(config: RunConfig, results_dir: str | Path = "results") -> bool:
+    """Has this run finished with this config (up to result-neutral fields)? The one place this is decided.
+
+    A corrupt run.json counts as not finished.
+    """
+    try:
+        record = existing_record(config, results_dir)
+    except ResultsError:
+        return False
+    return record is not None and record.finished and \
+        comparable(record.config) == comparable(config.to_dict())
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A run after `train_run`: its folder, its record, and whether it was skipped as already finished."""
+
+    run_dir: Path
+    record: RunRecord
+    skipped: bool = False
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    @property
+    def test_error(self) -> float | None:
+        """Per-digit test error at the best-validation epoch (so far), a fraction."""
+        return self.record.test_error
+
+    @property
+    def test_sequence_error(self) -> float | None:
+        return self.record.test_sequence_error
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.record.best_epoch
+
+    @property
+    def history(self) -> list[dict]:
+        return self.record.history
+
+    def __repr__(self) -> str:
+        r = self.record
+        error = f"{100 * r.test_error:.2f}%" if r.test_error is not None else "-"
+        return (f"RunResult({r.row}, profile={r.profile}, seed={r.seed}, status={r.status}, "
+                f"test_error={error}, best_epoch={r.best_epoch}, epochs={r.epochs_run}, skipped={self.skipped})")
+
+
+def git_info() -> dict:
+    """{commit, dirty} of the checkout the package runs from ({None, None} outside git)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True, timeout=10).stdout
+        return {"commit": commit, "dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _record(config: RunConfig, state: FitResult, device: torch.device, git: dict, *, status: str | None = None,
+            stop_reason: str | None = None, error: str | None = None, attention: bool = False) -> RunRecord:
+    history = state.history
+    best = state.best_epoch if 0 <= state.best_epoch < len(history) else None
+    return RunRecord(
+        row=config.row, profile=config.profile, seed=config.seed, status=status or state.status,
+        config=config.to_dict(), git=git, device=device_name(device), torch_version=torch.__version__,
+        python_version=sys.version.split()[0], backends=backend_settings(), started_at=state.started_at,
+        updated_at=_now(), wall_time_s=state.elapsed_s, epochs_run=len(history), best_epoch=best,
+        stop_reason=stop_reason if status else state.stop_reason,
+        final=final_metrics(history, best) if best is not None else None, history=history,
+        sessions=state.sessions, attention_file=ATTENTION_NAME if attention else None, error=error)
+
+
+def train_run(
+    config: RunConfig,
+    *,
+    results_dir: str | Path = "results",
+    checkpoint_root: str | Path | None = None,
+    device: str | torch.device | None = None,
+    resume: bool = False,
+    force: bool = False,
+    deadline: float | None = None,
+    checkpoint_every: int = 1,
+    progress: str | bool | None = "auto",
+    data: Mapping[str, SplitLike] | None = None,
+    build_model: Callable[[Any], nn.Module] | None = None,
+) -> RunResult:
+    """Train one (row, profile, seed) and keep results/<profile>/<row>/seed<k>/ up to date.
+
+    A run finished with the same config (`is_finished`) is kept and returned (`skipped=True`) unless
+    `force`. A run in progress continues from its checkpoint with `resume`; without it (and without
+    `force`) RunInProgressError says what to do.
+
+    Args:
+        config: the resolved run (`rstn.experiments.run_config`).
+        checkpoint_root: folder of the checkpoints (default `checkpoint_dir()`).
+        deadline: a time.monotonic() value; the run stops cleanly at an epoch boundary before it and is
+            left "running" (see `rstn.train.fit`).
+        checkpoint_every: epochs between checkpoints (and always at the end or the deadline).
+        data: the three splits, if already loaded; by default `rstn.data.load_sequences(config.data,
+            config.data_seed)`.
+        build_model: ModelConfig -> nn.Module; by default `rstn.models.build_model`.
+
+    Raises:
+        NonFiniteLossError: after writing run.json with status "diverged".
+        RunInProgressError: the run is in progress and neither `resume` nor `force` was given.
+        ResultsError: the existing run.json is corrupt and `force` was not given.
+    """
+    out_dir = run_dir(results_dir, config.profile, config.row, config.seed)
+    name = f"{config.profile}/{config.row}/seed{config.seed}"
+    say = _Logger(progress_mode(progress), None)
+    record_path, ckpt_path = out_dir / RUN_FILE, checkpoint_path(config, checkpoint_root)
+    wanted = comparable(config.to_dict())
+    old = None
+    if record_path.exists() and not force:
+        old = read_run(record_path)  # a corrupt file raises ResultsError, which names --force
+        same = comparable(old.config) == wanted
+        if same and old.finished:
+            say(f"skip {name}: finished with the same config (test error {100 * old.test_error:.2f}% at epoch "
+                f"{old.best_epoch}, {record_path}); force=True / --force retrains it")
+            return RunResult(out_dir, old, skipped=True)
+        if same and old.status == "running" and not resume:
+            raise RunInProgressError(
+                f"{name} is in progress ({old.epochs_run} epochs, {record_path}): --resume continues it, "
+                "--force starts it over")
+        if not same:
+            say(f"rerun {name}: config changed ({', '.join(config_changes(old.config, config.to_dict()))})")
+        elif old.status == "diverged":
+            say(f"rerun {name}: it diverged before ({old.error})")
+    resuming = resume and not force and old is not None and old.status == "running" and ckpt_path.exists()
+    if resume and old is not None and old.status == "running" and not ckpt_path.exists():
+        say(f"{name}: no checkpoint at {ckpt_path} (another machine?): starting over; "
+            f"{old.epochs_run} epochs are lost")
+
+    device = resolve_device(device)
+    if data is None:
+        from rstn.data import load_sequences
+
+        data = load_sequences(config.data, seed=config.data_seed)
+    if build_model is None:
+        from rstn.models import build_model
+    torch.manual_seed(config.seed)  # model initialisation
+    model = build_model(config.model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        for stale in (record_path, out_dir / ATTENTION_NAME, out_dir / LOG_NAME):
+            stale.unlink(missing_ok=True)
+    git = git_info()
+
+    def write_progress(state: FitResult) -> None:
+        write_run(record_path, _record(config, state, device, git))
+
+    try:
+        state = fit(model, data, config.train, seed=config.seed, dropout=config.model.dropout, device=device,
+                    run_dir=out_dir, checkpoint_path=ckpt_path, checkpoint_every=checkpoint_every,
+                    resume=resuming, deadline=deadline, progress=progress, label=name,
+                    checkpoint_extra={"config": wanted}, session={**git, "device": device_name(device)},
+                    on_epoch_end=write_progress)
+    except NonFiniteLossError as err:
+        ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+        state = FitResult(ckpt["history"], ckpt["best_epoch"], None, "diverged", None, ckpt["elapsed_s"],
+                          ckpt["sessions"], ckpt["started_at"]) if ckpt else \
+            FitResult([], -1, None, "diverged", None, 0.0, [], _now())
+        write_run(record_path, _record(config, state, device, git, status="diverged",
+                                       stop_reason="non_finite_loss", error=str(err)))
+        raise
+
+    t0 = time.perf_counter()
+    has_attention = state.best_state is not None
+    if has_attention:
+        model.load_state_dict(state.best_state)
+        np.savez_compressed(out_dir / ATTENTION_NAME,
+                            **attention_arrays(model, data["test"], config.train.n_attention, device))
+    state.elapsed_s += time.perf_counter() - t0
+    record = _record(config, state, device, git, attention=has_attention)
+    write_run(record_path, record)
+    error = f"test error {100 * record.test_error:.2f}% at best epoch {record.best_epoch}" \
+        if record.test_error is not None else "no epoch finished"
+    if record.finished:
+        say(f"done {name}: {error} ({record.epochs_run} epochs, {record.stop_reason}, "
+            f"{format_duration(record.wall_time_s)}) -> {out_dir}")
+    else:
+        say(f"paused {name} (time budget): {error}, {record.epochs_run} epochs so far, "
+            f"{format_duration(record.wall_time_s)}; --resume continues it from {ckpt_path}")
+    return RunResult(out_dir, record)
+
+
+def train_row(row: str, profile: str = "auto", seed: int = 0, *, results_dir: str | Path = "results",
+              device: str | torch.device | None = None, resume: bool = False, force: bool = False,
+              progress: str | bool | None = "auto", data: Mapping[str, SplitLike] | None = None,
+              **train_overrides: Any) -> RunResult:
+    """`train_run` by name: one Table 1 row under a profile ('smoke' | 'quick' | 'paper' | 'auto') and seed.
+
+    `train_overrides` replace TrainConfig fields of the profile (e.g. max_epochs=3) and become part of
+    the resolved config. Example: `train_row("rnn-spn-d2", "smoke", seed=0).test_error`.
+    """
+    config = run_config(row, profile, seed, device=device, **train_overrides)
+    return train_run(config, results_dir=results_dir, device=device, resume=resume, force=force,
+                     progress=progress, data=data)
+
+
+def train_all(rows: Iterable[str] | None = None, profile: str = "auto", seeds: Iterable[int] = (0,), *,
+              results_dir: str | Path = "results", checkpoint_root: str | Path | None = None,
+              device: str | None = None, resume: bool = False, force: bool = False, budget_s: float | None = None,
+              checkpoint_every: int = 1, progress: str | bool | None = "auto",
+              **train_overrides: Any) -> list[RunResult | Exception]:
+    """`rstn train`: rows x seeds one after another, each to its protocol's end, under one time budget.
+
+    A diverged run is reported and the others go on. With `budget_s`, the run that would overrun it stops
+    at an epoch boundary (status "running") and the rest are not started.
+
+    Returns:
+        [RunResult | NonFiniteLossError] in the order run.
+    """
+    deadline = time.monotonic() + budget_s if budget_s is not None else None
+    names = [get_row(r).name for r in rows] if rows is not None else list(ROWS)
+    configs = [run_config(r, profile, s, device=device, **train_overrides) for r in names for s in seeds]
+    say = _Logger(progress_mode(progress), None)
+    data_cache: dict[str, Mapping] = {}
+    outcomes: list[RunResult | Exception] = []
+    for i, config in enumerate(configs):
+        if deadline is not None and time.monotonic() >= deadline:
+            left = ", ".join(f"{c.row}/seed{c.seed}" for c in configs[i:])
+            say(f"time budget spent: not started {left}")
+            break
+        try:
+            result = train_run(config, results_dir=results_dir, checkpoint_root=checkpoint_root, device=device,
+                               resume=resume, force=force, deadline=deadline, checkpoint_every=checkpoint_every,
+                               progress=progress, data=_LazyData(config, data_cache))
+        except NonFiniteLossError as err:
+            say(f"diverged: {err}")
+            outcomes.append(err)
+            continue
+        outcomes.append(result)
+        if result.status == "running":  # stopped by the budget
+            left = ", ".join(f"{c.row}/seed{c.seed}" for c in configs[i + 1:])
+            if left:
+                say(f"time budget spent: not started {left}")
+            break
+    return outcomes
+
+
+class _LazyData(Mapping):
+    """The splits of a config, loaded on first access and shared by the runs of one train_all call."""
+
+    def __init__(self, config: RunConfig, cache: dict):
+        self.config, self.cache = config, cache
+        self.key = repr((config.data, config.data_seed))
+
+    def _splits(self) -> Mapping:
+        if self.key not in self.cache:
+            from rstn.data import load_sequences
+
+            self.cache.clear()  # keep one data set in memory at a time
+            self.cache[self.key] = load_sequences(self.config.data, seed=self.config.data_seed)
+        return self.cache[self.key]
+
+    def __getitem__(self, name: str):
+        return self._splits()[name]
+
+    def __iter__(self):
+        return iter(self._splits())
+
+    def __len__(self) -> int:
+        return len(self._splits())

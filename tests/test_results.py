@@ -1,0 +1,131 @@
+"""The run record (run.json): its schema checks, reading and writing, and Table 1 from the records."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+
+import pytest
+
+from rstn.experiments import run_config
+from rstn.results import (
+    ResultsError,
+    RunRecord,
+    default_table_profile,
+    format_table,
+    load_runs,
+    load_table,
+    read_run,
+    write_run,
+)
+
+HISTORY = [{"epoch": 0, "lr": 5e-4, "dropout": 0.0, "train_loss": 2.0, "train_error": 0.8, "grad_norm": 1.0,
+            "valid_error": 0.5, "valid_sequence_error": 0.9, "test_error": 0.4, "test_sequence_error": 0.8,
+            "time_s": 1.0}]
+
+
+def make_record(**changes) -> RunRecord:
+    config = run_config("rnn-spn-d4", "smoke", seed=0).to_dict()
+    record = RunRecord(
+        row="rnn-spn-d4", profile="smoke", seed=0, status="finished", config=config,
+        git={"commit": "abc", "dirty": False}, device="cpu (2 cores, 2 threads)", torch_version="2.13.0",
+        python_version="3.11.7", backends={}, started_at="2026-11-24T00:00:00+00:00",
+        updated_at="2026-11-24T00:01:00+00:00", wall_time_s=60.0, epochs_run=1, best_epoch=0,
+        stop_reason="max_epochs", final={k: HISTORY[0][k] for k in ("epoch", "train_loss", "valid_error",
+                                                                      "valid_sequence_error", "test_error",
+                                                                      "test_sequence_error")},
+        history=copy.deepcopy(HISTORY), sessions=[{"commit": "abc", "first_epoch": 0, "epochs": 1}])
+    return dataclasses.replace(record, **changes)
+
+
+def test_round_trip(tmp_path):
+    record = make_record()
+    write_run(tmp_path / "run.json", record)
+    assert read_run(tmp_path / "run.json") == record
+    assert RunRecord.from_json(record.to_json()) == record
+
+
+def test_a_running_record_may_have_no_epoch_yet():
+    assert make_record(status="running", stop_reason=None, epochs_run=0, history=[], best_epoch=None,
+                       final=None).problems() == []
+    assert make_record(status="running", stop_reason="time_budget").problems() == []
+
+
+def _mutations():
+    def setter(path, value):
+        def f(r):
+            target = r
+            for k in path[:-1]:
+                target = target[k]
+            target[path[-1]] = value
+        return f
+
+    return [
+        (lambda r: r.pop("final"), "missing key 'final'"),
+        (setter(("surprise",), 1), "unknown key 'surprise'"),
+        (setter(("seed",), "0"), "'seed' is '0', expected int"),
+        (setter(("seed",), True), "'seed' is True, expected int"),
+        (setter(("status",), "done"), "status 'done' is not one of running, finished, diverged"),
+        (setter(("stop_reason",), "time_budget"), "stop_reason 'time_budget' does not fit status 'finished'"),
+        (setter(("row",), "rnn-spn-d9"), "row 'rnn-spn-d9' is not one of rnn-spn-d1"),
+        (setter(("final", "test_error"), 1.7), "final.test_error is 1.7, expected a number in [0, 1]"),
+        (setter(("epochs_run",), 5), "epochs_run is 5 but history has 1 epochs"),
+        (setter(("history", 0, "epoch"), 3), "history[0] has epoch 3, expected 0"),
+        (lambda r: r["history"][0].pop("valid_error"), "history[0] lacks ['valid_error']"),
+        (setter(("config", "seed"), 7), "config.seed = 7 but seed = 0"),
+        (setter(("best_epoch",), 4), "best_epoch 4 is outside the 1 epochs run"),
+        (setter(("schema_version",), 1), "schema_version 1 is not 2"),
+        (setter(("final",), None), "a finished run needs 'final' metrics"),
+    ]
+
+
+@pytest.mark.parametrize("mutate, message", _mutations())
+def test_malformed_record_names_the_file_and_the_problem(tmp_path, mutate, message):
+    raw = dataclasses.asdict(make_record())
+    mutate(raw)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ResultsError) as err:
+        read_run(path)
+    assert str(path) in str(err.value) and message in str(err.value) and "--force" in str(err.value)
+
+
+def test_invalid_records_are_never_written(tmp_path):
+    with pytest.raises(ResultsError, match="refusing to write an invalid run record: 'seed' is '1'"):
+        write_run(tmp_path / "run.json", make_record(seed="1"))
+    assert not (tmp_path / "run.json").exists()
+
+
+def test_unreadable_and_misplaced_records(tmp_path):
+    bad = tmp_path / "smoke" / "conv-net" / "seed0" / "run.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    with pytest.raises(ResultsError, match=f"{bad} is not readable JSON"):
+        load_runs("smoke", tmp_path)
+    write_run(bad, make_record())  # an rnn-spn-d4 record in the conv-net folder
+    with pytest.raises(ResultsError, match="holds profile/row/seed .*rnn-spn-d4.* but its folder says"):
+        load_runs("smoke", tmp_path)
+
+
+def test_table_mean_and_std_over_seeds_and_runs_in_progress(tmp_path):
+    for seed, error in ((0, 0.02), (1, 0.04), (2, 0.03)):
+        record = make_record(seed=seed)
+        record.config["seed"] = seed
+        record.final["test_error"] = error
+        write_run(tmp_path / "smoke" / "rnn-spn-d4" / f"seed{seed}" / "run.json", record)
+    running = make_record(row="ffn-spn-d4", status="running", stop_reason="time_budget",
+                          config=run_config("ffn-spn-d4", "smoke", seed=0).to_dict())
+    write_run(tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / "run.json", running)
+    table = {r.row: r for r in load_table("smoke", tmp_path)}
+    mine = table["rnn-spn-d4"]
+    assert mine.seeds == (0, 1, 2) and mine.mean == pytest.approx(3.0) and mine.std == pytest.approx(1.0)
+    assert table["rnn-spn-d1"].n_seeds == 0 and table["rnn-spn-d1"].mean is None
+    assert table["ffn-spn-d4"].n_seeds == 0 and table["ffn-spn-d4"].best_so_far == running
+    text = format_table(list(table.values()))
+    assert "profile 'smoke'" in text and "3.00 ± 1.00" in text
+    line = next(s for s in text.splitlines() if s.startswith("rnn-spn-d4"))
+    assert " 2.3 " in line and " 3 " in line and "cpu (2 cores" in line
+    line = next(s for s in text.splitlines() if s.startswith("ffn-spn-d4"))
+    assert "in progress: 40.00 at epoch 0 of 1 run" in line
+    assert default_table_profile(tmp_path) == "smoke"

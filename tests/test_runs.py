@@ -1,0 +1,211 @@
+"""A Table 1 run on disk: run.json and attention.npz, skip/force, resume, the time budget, the queue, the CLI."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from rstn.experiments import PROFILES, run_config
+from rstn.results import read_run, without_timing
+from rstn.runs import RunInProgressError, checkpoint_path, is_finished, train_all, train_run
+from rstn.train import ATTENTION_NAME, NonFiniteLossError
+
+torch.set_num_threads(1)
+
+
+def synthetic_data(n: int = 20, seed: int = 0) -> dict[str, SimpleNamespace]:
+    rng = np.random.default_rng(seed)
+    return {name: SimpleNamespace(images=rng.random((n, 100, 100), dtype=np.float32),
+                                  labels=rng.integers(0, 10, (n, 3)),
+                                  boxes=rng.random((n, 3, 4), dtype=np.float32) * 72)
+            for name in ("train", "valid", "test")}
+
+
+TINY = dict(batch_size=10, eval_batch_size=20, n_attention=4, max_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    config = run_config("rnn-spn-d4", "smoke", seed=0, **TINY)
+    result = train_run(config, results_dir=results, checkpoint_root=tmp_path_factory.mktemp("ckpt"),
+                       progress="none", data=synthetic_data())
+    return results, config, result
+
+
+def test_train_run_writes_a_valid_record_and_attention(finished_run):
+    results, config, result = finished_run
+    run_dir = results / "smoke" / "rnn-spn-d4" / "seed0"
+    assert result.run_dir == run_dir and not result.skipped
+    record = read_run(run_dir / "run.json")
+    assert record.status == "finished" and record.config == config.to_dict()
+    assert record.epochs_run == 1 and record.best_epoch == 0 and record.stop_reason == "max_epochs"
+    assert record.final["test_error"] == record.history[0]["test_error"] == result.test_error
+    assert record.git.keys() == {"commit", "dirty"} and record.torch_version == torch.__version__
+    assert len(record.sessions) == 1 and record.sessions[0]["epochs"] == 1
+    assert not (run_dir / "checkpoint.pt").exists()  # checkpoints live outside the results folder
+    with np.load(run_dir / ATTENTION_NAME) as f:
+        assert f["theta"].shape == (4, 3, 2, 3) and f["predictions"].shape == (4, 3)
+        assert f["probabilities"].shape == (4, 3, 10) and f["boxes"].shape == (4, 3, 4)
+        assert np.array_equal(f["labels"], synthetic_data()["test"].labels[:4])
+
+
+def test_finished_run_with_the_same_config_is_skipped(finished_run, capsys):
+    results, config, first = finished_run
+    assert is_finished(config, results)
+    again = train_run(config, results_dir=results, progress="text", data=None)  # data would be needed to train
+    assert again.skipped and again.record == first.record
+    assert "skip smoke/rnn-spn-d4/seed0: finished with the same config" in capsys.readouterr().out
+    # a result-neutral field (evaluation batch) does not make it unfinished; a protocol field does
+    assert is_finished(run_config("rnn-spn-d4", "smoke", seed=0, **(TINY | {"eval_batch_size": 7})), results)
+    assert not is_finished(run_config("rnn-spn-d4", "smoke", seed=0, **(TINY | {"lr": 1e-3})), results)
+
+
+def test_changed_config_or_force_reruns(tmp_path, capsys):
+    data = synthetic_data()
+    config = run_config("ffn-spn-d4", "smoke", seed=1, **TINY)
+    train_run(config, results_dir=tmp_path, progress="none", data=data)
+    changed = run_config("ffn-spn-d4", "smoke", seed=1, **(TINY | {"lr": 1e-3}))
+    rerun = train_run(changed, results_dir=tmp_path, progress="text", data=data)
+    assert not rerun.skipped and rerun.record.config["train"]["lr"] == 1e-3
+    assert "rerun smoke/ffn-spn-d4/seed1: config changed (train.lr)" in capsys.readouterr().out
+    forced = train_run(changed, results_dir=tmp_path, progress="none", data=data, force=True)
+    assert not forced.skipped
+
+
+def test_diverged_run_is_recorded_and_not_skipped(tmp_path):
+    data = synthetic_data()
+    data["train"].images[3, 50, 50] = np.nan  # injected: the first epoch's loss is NaN
+    config = run_config("ffn-spn-d4", "smoke", seed=0, **TINY)
+    with pytest.raises(NonFiniteLossError, match="nan in epoch 0; no checkpoint was written"):
+        train_run(config, results_dir=tmp_path, progress="none", data=data)
+    record = read_run(tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / "run.json")
+    assert record.status == "diverged" and record.final is None and "nan" in record.error
+    result = train_run(config, results_dir=tmp_path, progress="none", data=synthetic_data())
+    assert not result.skipped and result.record.status == "finished"
+
+
+def test_budget_pauses_a_run_that_resumes_exactly(tmp_path):
+    """A deadline stops the run at an epoch boundary (status running); --resume ends where one go ends."""
+    data = synthetic_data(n=40)
+    config = run_config("rnn-spn-d4", "smoke", seed=2, **(TINY | {"max_epochs": 4}))
+    straight = train_run(config, results_dir=tmp_path / "a", progress="none", data=data)
+
+    paused = train_run(config, results_dir=tmp_path / "b", progress="none", data=data,
+                       deadline=time.monotonic() + 1e-3)
+    assert paused.status == "running" and paused.record.stop_reason == "time_budget"
+    assert paused.record.epochs_run <= 1  # the first epoch has no estimate; it is abandoned or kept
+    with pytest.raises(RunInProgressError, match="--resume continues it, --force starts it over"):
+        train_run(config, results_dir=tmp_path / "b", progress="none", data=data)
+    resumed = train_run(config, results_dir=tmp_path / "b", progress="none", data=data, resume=True)
+    assert resumed.status == "finished" and len(resumed.record.sessions) == 2
+    assert without_timing(resumed.history) == without_timing(straight.history)
+    assert resumed.best_epoch == straight.best_epoch
+    assert np.array_equal(np.load(tmp_path / "a/smoke/rnn-spn-d4/seed2" / ATTENTION_NAME)["theta"],
+                          np.load(tmp_path / "b/smoke/rnn-spn-d4/seed2" / ATTENTION_NAME)["theta"])
+
+
+def test_running_record_is_written_every_epoch_and_a_lost_checkpoint_starts_over(tmp_path, capsys):
+    data = synthetic_data(n=40)
+    config = run_config("ffn-spn-d4", "smoke", seed=0, **(TINY | {"max_epochs": 3}))
+
+    class Kill(Exception):
+        pass
+
+    import rstn.runs as runs
+
+    original = runs.write_run
+    seen = []
+
+    def write_then_kill(path, record):  # a kill right after epoch 1's run.json was written
+        original(path, record)
+        seen.append(record.status)
+        if record.status == "running" and record.epochs_run == 2:
+            raise Kill
+
+    runs.write_run = write_then_kill
+    try:
+        with pytest.raises(Kill):
+            train_run(config, results_dir=tmp_path, progress="none", data=data)
+    finally:
+        runs.write_run = original
+    assert seen == ["running", "running"]
+    record = read_run(tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / "run.json")
+    assert record.status == "running" and record.epochs_run == 2 and record.stop_reason is None
+    assert record.final is not None  # the best-so-far metrics
+    checkpoint_path(config).unlink()
+    result = train_run(config, results_dir=tmp_path, progress="text", data=data, resume=True)
+    assert "no checkpoint" in capsys.readouterr().out
+    assert result.status == "finished" and result.record.epochs_run == 3 and len(result.record.sessions) == 1
+
+
+def test_queue_runs_rows_in_order_and_stops_at_the_budget(tmp_path, monkeypatch):
+    import rstn.runs as runs
+
+    monkeypatch.setattr(runs, "_LazyData", lambda config, cache: synthetic_data())
+    outcomes = train_all(["ffn-spn-d4", "rnn-spn-d4"], "smoke", results_dir=tmp_path, progress="none",
+                         resume=True, **TINY)
+    assert [o.record.row for o in outcomes] == ["ffn-spn-d4", "rnn-spn-d4"]
+    assert all(o.status == "finished" for o in outcomes)
+    again = train_all(["ffn-spn-d4", "rnn-spn-d4"], "smoke", results_dir=tmp_path, progress="none",
+                      resume=True, **TINY)
+    assert all(o.skipped for o in again)
+    spent = train_all(["ffn-spn-d3", "rnn-spn-d3"], "smoke", results_dir=tmp_path, progress="none",
+                      resume=True, budget_s=1e-6, **TINY)
+    assert len(spent) <= 1 and all(o.status == "running" for o in spent)
+
+
+def test_cli_smoke_run_end_to_end(mnist_file, tmp_path, capsys):
+    from rstn.cli import main
+
+    argv = ["train", "--row", "rnn-spn-d4", "--profile", "smoke", "--seed", "0", "--results-dir", str(tmp_path),
+            "--progress", "text"]
+    assert main(argv) == 0
+    run_dir = tmp_path / "smoke" / "rnn-spn-d4" / "seed0"
+    record = read_run(run_dir / "run.json")
+    assert record.status == "finished" and record.epochs_run == PROFILES["smoke"].train.max_epochs
+    assert record.config["data"]["n_train"] == PROFILES["smoke"].n_train
+    assert (run_dir / ATTENTION_NAME).exists()
+    assert checkpoint_path(run_config("rnn-spn-d4", "smoke", seed=0)).exists()
+    captured = capsys.readouterr()
+    assert captured.out.count("smoke/rnn-spn-d4/seed0 epoch") == 2 and "done smoke/rnn-spn-d4/seed0" in captured.out
+    assert "eta <=" in captured.out and "1 trained to the end" in captured.err
+
+    assert main(argv) == 0
+    assert "skip smoke/rnn-spn-d4/seed0" in capsys.readouterr().out
+
+    assert main(["table", "--profile", "smoke", "--results-dir", str(tmp_path)]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("rnn-spn-d4"))
+    assert f"{100 * record.test_error:.2f}" in line and " 2.3 " in line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--row", "rnn-spn-d9", "--profile", "smoke"], "valid rows: rnn-spn-d1"),
+    (["train", "--row", "rnn-spn-d2", "--profile", "smoke", "--set", "lr=-1"], "lr must be >= 0, got -1"),
+    (["train", "--row", "rnn-spn-d2", "--profile", "smoke", "--set", "max_epochs=abc"],
+     "max_epochs='abc': max_epochs must be an integer"),
+    (["train", "--row", "rnn-spn-d2", "--profile", "smoke", "--budget", "soon"], "cannot read the duration 'soon'"),
+    (["table", "--profile", "paper"], "no runs under"),
+])
+def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
+    from rstn.cli import main
+
+    assert main([*argv, "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_corrupt_record_names_the_file_and_force(tmp_path, capsys):
+    from rstn.cli import main
+
+    bad = tmp_path / "smoke" / "rnn-spn-d2" / "seed0" / "run.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{truncated")
+    assert main(["train", "--row", "rnn-spn-d2", "--profile", "smoke", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(bad) in err and "--force" in err and len(err.splitlines()) == 1
