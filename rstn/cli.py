@@ -159,11 +159,14 @@ def _add_table(subparsers) -> None:
     p.add_argument("--profile", default=None,
                    help="smoke | quick | paper (default: paper, else quick, else smoke: the first with results)")
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="(default: %(default)s)")
+    p.add_argument("--markdown", action="store_true",
+                   help="the landing page's table as Markdown (paper, ours, difference, status, epochs, device)")
     p.set_defaults(func=_cmd_table)
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from rstn.results import default_table_profile, format_table, load_table
+    from rstn.results import HEADLINE_COLUMNS, default_table_profile, format_table, headline_rows, load_table, \
+        markdown_table
 
     table = load_table(args.profile, args.results_dir)
     profile = table[0].profile
@@ -173,7 +176,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
                          f"`rstn train --all --profile {profile}`"
                          + (" or `make train-cpu` (the paper rows a CPU can do)" if profile == "paper" else "")
                          + (f"; results exist for --profile {other}" if other != profile else ""))
-    print(format_table(table))
+    print(markdown_table(HEADLINE_COLUMNS, headline_rows(table)) if args.markdown else format_table(table))
     return 0
 
 
@@ -200,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"rstn {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `rstn table | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"rstn {args.command}: interrupted; a training run resumes with --resume", file=sys.stderr)
         return 130

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rstn.experiments import PROFILES, ROWS, get_row, resolve_profile
+from rstn.train import format_duration
 
 SCHEMA_VERSION = 2
 RUN_FILE = "run.json"
@@ -270,6 +271,7 @@ class TableRecord:
     devices: tuple[str, ...]
     n_diverged: int
     running: tuple[RunRecord, ...] = ()  # in-progress runs, best-so-far numbers in their `final`
+    finished_runs: tuple[RunRecord, ...] = ()
 
     @property
     def n_seeds(self) -> int:
@@ -319,8 +321,49 @@ def load_table(profile: str | None = None, results_dir: str | Path = "results") 
             sequence_errors=tuple(100 * r.test_sequence_error for r in done),
             best_epochs=tuple(r.best_epoch for r in done), devices=tuple(sorted({r.device for r in done})),
             n_diverged=sum(r.status == "diverged" for r in mine),
-            running=tuple(r for r in mine if r.status == "running")))
+            running=tuple(r for r in mine if r.status == "running"), finished_runs=tuple(done)))
     return table
+
+
+HEADLINE_COLUMNS = ("row", "model", "d", "paper (%)", "ours (%)", "ours - paper", "status", "epochs", "device",
+                    "training time")
+
+
+def headline_rows(table: list[TableRecord], not_run: Mapping[str, str] | None = None) -> list[list[str]]:
+    """Table 1 as the landing page and the README show it: one row of text per Table 1 row.
+
+    ours: mean ± std over finished seeds; else the best-so-far test error of the run in progress (its
+    best-validation epoch so far); else `not_run[row]` (default "not run yet").
+    """
+    rows = []
+    for r in table:
+        d = "-" if r.d is None else str(r.d)
+        run = r.best_so_far
+        if r.mean is not None:
+            ours = f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.std is not None else "")
+            diff = f"{r.mean - r.paper_error:+.2f}"
+            status = "finished" + (f" ({r.n_seeds} seeds)" if r.n_seeds > 1 else "")
+            runs = list(r.finished_runs)
+        elif run is not None:
+            ours, diff = f"{100 * run.test_error:.2f}", f"{100 * run.test_error - r.paper_error:+.2f}"
+            status, runs = f"in progress (best epoch {run.best_epoch})", [run]
+        else:
+            rows.append([r.row, r.model, d, f"{r.paper_error:.1f}", (not_run or {}).get(r.row, "not run yet"),
+                         "", "", "", "", ""])
+            continue
+        epochs = ", ".join(str(x.epochs_run) for x in runs)
+        devices = ", ".join(sorted({x.device for x in runs}))
+        rows.append([r.row, r.model, d, f"{r.paper_error:.1f}", ours, diff, status, epochs, devices,
+                     format_duration(sum(x.wall_time_s for x in runs))])
+    return rows
+
+
+def markdown_table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
+    """A GitHub-flavoured Markdown table (for the README: `rstn table --markdown`)."""
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
 
 
 def format_table(table: list[TableRecord]) -> str:

@@ -129,3 +129,18 @@ def test_table_mean_and_std_over_seeds_and_runs_in_progress(tmp_path):
     line = next(s for s in text.splitlines() if s.startswith("ffn-spn-d4"))
     assert "in progress: 40.00 at epoch 0 of 1 run" in line
     assert default_table_profile(tmp_path) == "smoke"
+
+
+def test_headline_rows_show_finished_in_progress_and_missing_rows(tmp_path):
+    from rstn.results import HEADLINE_COLUMNS, headline_rows, markdown_table
+
+    write_run(tmp_path / "smoke" / "rnn-spn-d4" / "seed0" / "run.json", make_record())
+    running = make_record(row="ffn-spn-d4", status="running", stop_reason=None,
+                          config=run_config("ffn-spn-d4", "smoke", seed=0).to_dict())
+    write_run(tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / "run.json", running)
+    rows = {r[0]: r for r in headline_rows(load_table("smoke", tmp_path), {"conv-net": "not run yet (needs a GPU)"})}
+    assert rows["rnn-spn-d4"][4:8] == ["40.00", "+37.70", "finished", "1"]
+    assert rows["ffn-spn-d4"][4:7] == ["40.00", "+34.70", "in progress (best epoch 0)"]
+    assert rows["conv-net"][4] == "not run yet (needs a GPU)" and rows["rnn-spn-d1"][4] == "not run yet"
+    text = markdown_table(HEADLINE_COLUMNS, rows.values())
+    assert text.splitlines()[0].startswith("| row | model |") and len(text.splitlines()) == 11
