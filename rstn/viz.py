@@ -65,6 +65,7 @@ def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: 
     """
     import torch
 
+    from rstn.attention import glimpse_corners
     from rstn.sampler import transform
 
     images, theta = np.asarray(images, np.float32), np.asarray(theta, np.float32)
@@ -73,8 +74,6 @@ def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: 
     x = torch.from_numpy(images).unsqueeze(1).repeat_interleave(steps, 0)  # (N*T, 1, H, W)
     glimpses = transform(x, torch.from_numpy(theta).reshape(n * steps, 2, 3), d=d)[:, 0].numpy()
     glimpses = glimpses.reshape(n, steps, *glimpses.shape[1:])  # (N, T, h, w)
-    # the glimpse's corner sample points: normalised -1/+1 are the centres of pixels 0 and W-1
-    corners = np.array([[-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1], [-1, -1, 1]], np.float32)
     fig, axes = plt.subplots(n, 1 + steps, figsize=(size * (1 + steps), size * n + 0.3), squeeze=False)
     for i in range(n):
         ax = axes[i, 0]
@@ -83,13 +82,19 @@ def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: 
             for j, (x0, y0, x1, y1) in enumerate(np.asarray(boxes[i], dtype=float)):
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=0.8, ls="--",
                                        edgecolor=BOX_COLOURS[j % len(BOX_COLOURS)]))
+        corners = glimpse_corners(theta[i], height, width)  # (T, 4, 2) pixel (x, y) of the corner samples
         for t in range(steps):
-            points = corners @ theta[i, t].T  # (5, 2) normalised (x, y)
-            px = (points[:, 0] + 1) / 2 * (width - 1) + 0.5
-            py = (points[:, 1] + 1) / 2 * (height - 1) + 0.5
             colour = BOX_COLOURS[t % len(BOX_COLOURS)]
-            ax.plot(px, py, color=colour, lw=1.5)
-            ax.text(px[0] + 1, py[0] + 1, str(t + 1), color=colour, fontsize=9, va="top", ha="left")
+            outline = np.concatenate([corners[t], corners[t, :1]])  # closed
+            # not clipped: an outline on the canvas edge (the identity) or beyond it stays whole
+            ax.plot(outline[:, 0], outline[:, 1], color=colour, lw=1.5, clip_on=False)
+            # step t's number inside corner t (of 4) of its outline, so that coinciding glimpses (all
+            # identity early in training) keep their numbers apart
+            corner = corners[t, t % 4]
+            inward = corners[t].mean(0) - corner
+            corner = corner + inward * min(1.0, 7.0 / max(float(np.hypot(*inward)), 1e-6))
+            ax.text(*corner, str(t + 1), color=colour, fontsize=9, fontweight="bold", ha="center", va="center",
+                    clip_on=False)
         ax.set(xlim=(0, width), ylim=(height, 0), xticks=[], yticks=[])
         if labels is not None:
             ax.set_title("true " + " ".join(str(int(v)) for v in labels[i]), fontsize=9)
