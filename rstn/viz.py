@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from rstn.data import SequenceSplit
 
@@ -92,10 +93,13 @@ def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: 
             # identity early in training) keep their numbers apart
             corner = corners[t, t % 4]
             inward = corners[t].mean(0) - corner
-            corner = corner + inward * min(1.0, 7.0 / max(float(np.hypot(*inward)), 1e-6))
+            corner = corner + inward * min(1.0, 9.0 / max(float(np.hypot(*inward)), 1e-6))
             ax.text(*corner, str(t + 1), color=colour, fontsize=9, fontweight="bold", ha="center", va="center",
-                    clip_on=False)
-        ax.set(xlim=(0, width), ylim=(height, 0), xticks=[], yticks=[])
+                    clip_on=False, bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.7, lw=0))
+        # the view holds the canvas and every outline (glimpses may reach past the canvas), 2 px spare
+        low = np.minimum(corners.reshape(-1, 2).min(0), 0) - 2
+        high = np.maximum(corners.reshape(-1, 2).max(0), (width, height)) + 2
+        ax.set(xlim=(low[0], high[0]), ylim=(high[1], low[1]), xticks=[], yticks=[])
         if labels is not None:
             ax.set_title("true " + " ".join(str(int(v)) for v in labels[i]), fontsize=9)
         for t in range(steps):
@@ -109,6 +113,95 @@ def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: 
                 wrong = labels is not None and any(predictions[i, k] != labels[i, k] for k in shown)
                 ax.set_title(f"step {t + 1}: " + " ".join(str(int(predictions[i, k])) for k in shown),
                              fontsize=9, color="tab:red" if wrong else "black")
+    fig.tight_layout()
+    return fig
+
+
+FAMILY_COLOURS = {"RNN-SPN": "tab:blue", "FFN-SPN": "tab:orange", "CNN": "tab:gray"}
+
+
+def plot_table1_by_d(table: Sequence, profile: str, top: float = 6.0) -> Figure:
+    """Table 1's per-digit test error against d: the paper's (dashed) and ours, on a linear axis.
+
+    The axis shows 0 to ``top`` % (the paper's numbers lie in 1.5-5.3 %), or up to our largest value when
+    that is at most twice ``top``. Our values above the axis (short runs) are drawn as a triangle on its top
+    edge, labelled with the value, instead of squeezing the paper's range.
+
+    Args:
+        table: the rows of :func:`rstn.experiments.load_table` (``model``, ``d``, ``paper_error``, ``mean``,
+            ``std``); profile: the profile named in the title and legend.
+    """
+    ours = [r.mean for r in table if r.mean is not None]
+    if ours and max(ours) <= 2 * top:
+        top = max(top, 1.1 * max(r.mean + (r.std or 0) for r in table if r.mean is not None))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    above = []  # (x, value, colour) of ours off the top of the axis
+
+    def mark_above(x: float, value: float, colour: str) -> None:
+        ax.plot(x, top, "^", color=colour, ms=8, clip_on=False, zorder=5)
+        ax.annotate(f"{value:.0f}", (x, top), xytext=(0, 6), textcoords="offset points", ha="center",
+                    fontsize=8, color=colour, annotation_clip=False)
+        above.append(value)
+
+    for kind in ("RNN-SPN", "FFN-SPN"):
+        colour = FAMILY_COLOURS[kind]
+        mine = [r for r in table if r.model == kind]
+        ax.plot([r.d for r in mine], [r.paper_error for r in mine], "--o", ms=3, color=colour, alpha=0.7,
+                label=f"{kind}, paper")
+        have = [r for r in mine if r.mean is not None and r.mean <= top]
+        if have:
+            ax.errorbar([r.d for r in have], [r.mean for r in have], yerr=[r.std or 0 for r in have], marker="o",
+                        color=colour, capsize=3, label=f"{kind}, ours ({profile})")
+        for r in mine:
+            if r.mean is not None and r.mean > top:
+                mark_above(r.d + (0.09 if kind == "FFN-SPN" else -0.09), r.mean, colour)
+    conv = next(r for r in table if r.d is None)
+    ax.axhline(conv.paper_error, color=FAMILY_COLOURS["CNN"], ls="--", alpha=0.7, label="conv net, paper")
+    if conv.mean is not None and conv.mean <= top:
+        ax.axhline(conv.mean, color=FAMILY_COLOURS["CNN"], label=f"conv net, ours ({profile})")
+    elif conv.mean is not None:
+        mark_above(4.35, conv.mean, FAMILY_COLOURS["CNN"])
+    ax.set(xlabel="down-sampling factor d", ylabel="per-digit test error (%)", xticks=[1, 2, 3, 4],
+           xlim=(0.6, 4.6), ylim=(0, top))
+    title = f"Table 1 by d (profile {profile!r})"
+    if above:
+        title += f"\n▲ ours above {top:g} %, labelled with the value (conv net at the right)"
+        ax.plot([], [], "^", color="black", ms=6, label=f"ours ({profile}), off the axis")
+    ax.set_title(title, fontsize=10, pad=18 if above else 6)
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(runs: Sequence[dict], table: Sequence, profile: str) -> Figure:
+    """Validation per-digit error per epoch, averaged over seeds, one panel per model family; a dot marks
+    the epoch of best validation accuracy (rounded mean over seeds), whose test error Table 1 reports.
+
+    Args:
+        runs: run records (``rstn.experiments.load_runs``); table: the rows of ``load_table`` (for the order
+            and the families); profile: named in the titles.
+    """
+    by_row: dict[str, list[dict]] = {}
+    for r in runs:
+        if r["history"]:
+            by_row.setdefault(r["row"], []).append(r)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    for ax, kind in zip(axes, ("RNN-SPN", "FFN-SPN", "CNN")):
+        for row in [r for r in table if r.model == kind]:
+            mine = by_row.get(row.row, [])
+            if not mine:
+                continue
+            n_epochs = min(len(r["history"]) for r in mine)
+            curve = [100 * float(np.mean([r["history"][e]["valid_error"] for r in mine])) for e in range(n_epochs)]
+            line, = ax.plot(range(n_epochs), curve, label=row.row)
+            best = round(float(np.mean([r["best_epoch"] for r in mine])))
+            if best < n_epochs:
+                ax.plot(best, curve[best], "o", color=line.get_color())
+        ax.set(title=f"{kind} (profile {profile!r})", xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+        if ax.lines:
+            ax.legend(fontsize=8)
+    axes[0].set(ylabel="validation per-digit error (%)")
     fig.tight_layout()
     return fig
 
