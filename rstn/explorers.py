@@ -24,14 +24,14 @@ import html
 import io
 import itertools
 import json
-from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+# the saved runs' attention is read in rstn.attention; these names stay importable from here
+from rstn.attention import AttentionRun, SavedAttention, load_saved_attention, normalised_to_pixels  # noqa: F401
 from rstn.sampler import output_size, transform
 
 ASSETS = "assets"
@@ -141,21 +141,6 @@ def affine_explorer(image: np.ndarray | torch.Tensor, d: int = 1, **kwargs: Any)
     return HTML(affine_explorer_html(image, d=d, **kwargs))
 
 
-@dataclass(frozen=True)
-class AttentionRun:
-    """Saved attention of one trained model on a fixed set of test images.
-
-    row: Table 1 row ("rnn-spn-d2"); label: what the explorer shows for it; d: its down-sampling factor;
-    theta: (N, T, 2, 3) float32, T = 3 for RNN-SPN and 1 for FFN-SPN; predictions: (N, 3) digits.
-    """
-
-    row: str
-    label: str
-    d: int
-    theta: np.ndarray
-    predictions: np.ndarray
-
-
 def attention_explorer_html(
     images: np.ndarray,
     labels: np.ndarray,
@@ -203,74 +188,6 @@ def attention_explorer(images: np.ndarray, labels: np.ndarray, runs: Sequence[At
     from IPython.display import HTML
 
     return HTML(attention_explorer_html(images, labels, runs, **kwargs))
-
-
-@dataclass(frozen=True)
-class SavedAttention:
-    """The attention of the trained Table 1 rows on the same fixed test images, read from results/.
-
-    images: (N, H, W) in [0, 1]; labels: (N, 3); indices: (N,) in the test split; runs: one per row;
-    profile, seed: where they come from; description: the profile's one-line description.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    indices: np.ndarray
-    runs: tuple[AttentionRun, ...]
-    profile: str
-    seed: int
-    description: str
-
-
-def load_saved_attention(results_dir: str | Path = "results", profile: str | None = None, seed: int = 0,
-                         n_images: int | None = 16, rows: Sequence[str] | None = None,
-                         data_dir: str | Path | None = None) -> SavedAttention:
-    """theta and predictions saved by the runs (results/<profile>/<row>/seed<k>/attention.npz), with the
-    test images they were computed on (regenerated from the run's data config, or read from the cache).
-
-    Args:
-        profile: None picks the book's profile (:func:`rstn.results.default_table_profile`: paper,
-            then quick, then smoke).
-        n_images: keep the first n saved images (None: all).
-        rows: Table 1 rows to include (default: every transformer row that has an attention.npz).
-
-    Raises:
-        FileNotFoundError: no attention.npz for this profile and seed.
-        ValueError: the runs disagree on the test images they saved.
-    """
-    from rstn import experiments, results
-    from rstn.data import SequenceConfig, load_sequences
-
-    profile = profile or results.default_table_profile(results_dir)
-    names = [r for r in (rows or experiments.ROWS) if experiments.get_row(r).d is not None]  # conv net: no theta
-    runs, first, data_config = [], None, None
-    for name in names:
-        run = experiments.run_dir(results_dir, profile, name, seed)
-        if not (run / "attention.npz").exists():
-            continue
-        with np.load(run / "attention.npz") as saved:
-            arrays = {key: saved[key] for key in ("indices", "theta", "predictions", "labels")}
-        if first is None:
-            first, record = arrays, results.read_run(run / results.RUN_FILE)
-            data_config = record.config
-        elif not (np.array_equal(arrays["indices"], first["indices"])
-                  and np.array_equal(arrays["labels"], first["labels"])):
-            raise ValueError(f"{run}: its attention.npz holds other test images than {names[0]}'s")
-        row = experiments.get_row(name)
-        keep = slice(None, n_images)
-        runs.append(AttentionRun(row=name, label=f"{row.model_name}, d = {row.d} ({name})", d=row.d,
-                                 theta=arrays["theta"][keep], predictions=arrays["predictions"][keep]))
-    if first is None:
-        raise FileNotFoundError(f"no attention.npz under {Path(results_dir) / profile}/*/seed{seed}/")
-    indices = first["indices"][:n_images]
-    # the run's data config as saved in run.json (JSON lists back to the dataclass's tuples)
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data_config["data"].items()}
-    test = load_sequences(SequenceConfig(**fields), seed=data_config["data_seed"], data_dir=data_dir)["test"]
-    if not np.array_equal(test.labels[indices], first["labels"][:n_images]):
-        raise ValueError("the regenerated test split's labels differ from the saved ones: data changed since the runs")
-    return SavedAttention(images=test.images[indices], labels=first["labels"][:n_images], indices=indices,
-                          runs=tuple(runs), profile=profile, seed=seed,
-                          description=experiments.PROFILES[profile].description)
 
 
 def saved_attention_explorer(saved: SavedAttention):
@@ -350,13 +267,11 @@ class AffineWidget:
         """Recompute the glimpse and redraw both views (the sliders' observer)."""
         h, w = output_size(*self.image.shape, d=self.d.value)
         self.output = glimpse(self.image, self.theta, self.d.value)
-        # the output grid's points mapped through theta, in input pixel coordinates (centre of pixel i: i + 0.5)
+        # the output grid's points mapped through theta, drawn in input pixel coordinates
         ys, xs = np.meshgrid(np.linspace(-1, 1, min(h, 11)), np.linspace(-1, 1, min(w, 11)), indexing="ij")
         t = np.asarray(self.theta).reshape(2, 3)
         points = np.stack([xs, ys, np.ones_like(xs)], -1) @ t.T  # (11, 11, 2) normalised (x, y)
-        size = np.array([self.image.shape[1], self.image.shape[0]])
-        pixels = (points + 1) / 2 * (size - 1) + 0.5
-        self.input_view.value = _png(self.image, pixels)
+        self.input_view.value = _png(self.image, normalised_to_pixels(points, *self.image.shape))
         self.output_view.value = _png(np.clip(self.output, 0, 1))
 
     def _repr_mimebundle_(self, **kwargs: Any):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rstn.attention import attention_arrays
 from rstn.backends import backend_settings, device_name, resolve_device
 from rstn.experiments import ROWS, RunConfig, get_row, run_config, run_dir
 from rstn.results import (
@@ -45,7 +46,6 @@ from rstn.train import (
     SplitLike,
     _Logger,
     _now,
-    attention_arrays,
     fit,
     format_duration,
     load_checkpoint,

@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# Glimpse boxes and their IoU live with the rest of the attention code; imported here for older callers.
+from rstn.attention import box_iou, theta_box  # noqa: F401
+
 METHODS = ("torch", "equations", "lasagne2015")
 KERNELS = ("bilinear", "nearest")
 
@@ -240,62 +243,6 @@ def transform(
     if method == "lasagne2015":
         return lasagne2015_sample(image, grid)
     return bilinear_sample(image, grid) if kernel == "bilinear" else nearest_sample(image, grid)
-
-
-def theta_box(theta: Tensor, height: int, width: int) -> Tensor:
-    """The axis-aligned box of the input region a glimpse covers, in pixels.
-
-    The box convention is that of ``SequenceSplit.boxes``: (x_min, y_min, x_max, y_max), pixel i covers
-    [i, i + 1), so the centre of pixel i is at i + 0.5. The four corner points (+-1, +-1) of the output grid
-    are mapped through theta; with align_corners=True they land on sample centres, normalised -1 being the
-    centre of pixel 0 and +1 that of pixel W-1. The box of those centres is extended by half a source pixel
-    on every side, the area those source pixels cover, so the identity theta gives the whole canvas
-    (0, 0, W, H) for every d, and a glimpse whose corner samples sit on the centres of pixels x0 and x1
-    covers [x0, x1 + 1). The box is not clipped to the canvas.
-
-    Args:
-        theta: (..., 2, 3).
-        height, width: input image size H, W.
-
-    Returns:
-        (..., 4) boxes in theta's dtype.
-    """
-    if theta.ndim < 2 or theta.shape[-2:] != (2, 3):
-        raise ValueError(f"theta must be (..., 2, 3), got {tuple(theta.shape)}")
-    corners = torch.tensor(
-        [[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [-1.0, 1.0, 1.0], [1.0, 1.0, 1.0]],
-        dtype=theta.dtype, device=theta.device,
-    )
-    points = corners @ theta.transpose(-1, -2)  # (..., 4, 2) normalised (x, y)
-    # normalised -> pixel-centre index (align_corners=True) -> box coordinates (centre of pixel i at i + 0.5)
-    x = (points[..., 0] + 1) / 2 * (width - 1) + 0.5
-    y = (points[..., 1] + 1) / 2 * (height - 1) + 0.5
-    half = 0.5  # half a source pixel: the area of the corner pixels themselves
-    return torch.stack(
-        [x.amin(-1) - half, y.amin(-1) - half, x.amax(-1) + half, y.amax(-1) + half], dim=-1
-    )
-
-
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Intersection over union of boxes (x_min, y_min, x_max, y_max).
-
-    Args:
-        a, b: (..., 4), broadcastable against each other.
-
-    Returns:
-        (...) IoU in [0, 1]; 0 where both boxes are empty.
-    """
-    if a.shape[-1] != 4 or b.shape[-1] != 4:
-        raise ValueError(f"boxes must be (..., 4), got {tuple(a.shape)} and {tuple(b.shape)}")
-    width = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
-    height = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
-    intersection = width * height
-
-    def area(box: Tensor) -> Tensor:
-        return (box[..., 2] - box[..., 0]).clamp(min=0) * (box[..., 3] - box[..., 1]).clamp(min=0)
-
-    union = area(a) + area(b) - intersection
-    return torch.where(union > 0, intersection / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
 
 
 def _check_image(image: Tensor) -> None:

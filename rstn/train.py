@@ -674,24 +674,3 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"the duration {text!r} must be positive")
     return seconds
-
-
-@torch.no_grad()
-def attention_arrays(model: nn.Module, split: SplitLike, n: int, device: torch.device) -> dict[str, np.ndarray]:
-    """theta, predictions and labels for the first n images of `split` (for the attention chapter).
-
-    Returns:
-        indices (n,), theta (n, T, 2, 3) float32 (T = 0 for the conv net), probabilities (n, 3, K)
-        float32, predictions (n, 3), labels (n, 3), boxes (n, 3, 4) float32 when the split has them.
-    """
-    n = min(n, len(split.labels))
-    model.eval()
-    x = torch.as_tensor(np.asarray(split.images[:n]), dtype=torch.float32, device=device).unsqueeze(1)
-    out = model(x)
-    theta = out.theta.float().cpu().numpy() if out.theta is not None else np.zeros((n, 0, 2, 3), np.float32)
-    arrays = {"indices": np.arange(n), "theta": theta.astype(np.float32),
-              "probabilities": out.logits.float().softmax(-1).cpu().numpy().astype(np.float32),
-              "predictions": out.logits.argmax(-1).cpu().numpy(), "labels": np.asarray(split.labels[:n])}
-    if getattr(split, "boxes", None) is not None:
-        arrays["boxes"] = np.asarray(split.boxes[:n], dtype=np.float32)
-    return arrays

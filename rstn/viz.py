@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from rstn.data import SequenceSplit
 
@@ -65,6 +66,7 @@ def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: 
     """
     import torch
 
+    from rstn.attention import glimpse_corners
     from rstn.sampler import transform
 
     images, theta = np.asarray(images, np.float32), np.asarray(theta, np.float32)
@@ -73,8 +75,6 @@ def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: 
     x = torch.from_numpy(images).unsqueeze(1).repeat_interleave(steps, 0)  # (N*T, 1, H, W)
     glimpses = transform(x, torch.from_numpy(theta).reshape(n * steps, 2, 3), d=d)[:, 0].numpy()
     glimpses = glimpses.reshape(n, steps, *glimpses.shape[1:])  # (N, T, h, w)
-    # the glimpse's corner sample points: normalised -1/+1 are the centres of pixels 0 and W-1
-    corners = np.array([[-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1], [-1, -1, 1]], np.float32)
     fig, axes = plt.subplots(n, 1 + steps, figsize=(size * (1 + steps), size * n + 0.3), squeeze=False)
     for i in range(n):
         ax = axes[i, 0]
@@ -83,14 +83,23 @@ def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: 
             for j, (x0, y0, x1, y1) in enumerate(np.asarray(boxes[i], dtype=float)):
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=0.8, ls="--",
                                        edgecolor=BOX_COLOURS[j % len(BOX_COLOURS)]))
+        corners = glimpse_corners(theta[i], height, width)  # (T, 4, 2) pixel (x, y) of the corner samples
         for t in range(steps):
-            points = corners @ theta[i, t].T  # (5, 2) normalised (x, y)
-            px = (points[:, 0] + 1) / 2 * (width - 1) + 0.5
-            py = (points[:, 1] + 1) / 2 * (height - 1) + 0.5
             colour = BOX_COLOURS[t % len(BOX_COLOURS)]
-            ax.plot(px, py, color=colour, lw=1.5)
-            ax.text(px[0] + 1, py[0] + 1, str(t + 1), color=colour, fontsize=9, va="top", ha="left")
-        ax.set(xlim=(0, width), ylim=(height, 0), xticks=[], yticks=[])
+            outline = np.concatenate([corners[t], corners[t, :1]])  # closed
+            # not clipped: an outline on the canvas edge (the identity) or beyond it stays whole
+            ax.plot(outline[:, 0], outline[:, 1], color=colour, lw=1.5, clip_on=False)
+            # step t's number inside corner t (of 4) of its outline, so that coinciding glimpses (all
+            # identity early in training) keep their numbers apart
+            corner = corners[t, t % 4]
+            inward = corners[t].mean(0) - corner
+            corner = corner + inward * min(1.0, 9.0 / max(float(np.hypot(*inward)), 1e-6))
+            ax.text(*corner, str(t + 1), color=colour, fontsize=9, fontweight="bold", ha="center", va="center",
+                    clip_on=False, bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.7, lw=0))
+        # the view holds the canvas and every outline (glimpses may reach past the canvas), 2 px spare
+        low = np.minimum(corners.reshape(-1, 2).min(0), 0) - 2
+        high = np.maximum(corners.reshape(-1, 2).max(0), (width, height)) + 2
+        ax.set(xlim=(low[0], high[0]), ylim=(high[1], low[1]), xticks=[], yticks=[])
         if labels is not None:
             ax.set_title("true " + " ".join(str(int(v)) for v in labels[i]), fontsize=9)
         for t in range(steps):
@@ -104,6 +113,116 @@ def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: 
                 wrong = labels is not None and any(predictions[i, k] != labels[i, k] for k in shown)
                 ax.set_title(f"step {t + 1}: " + " ".join(str(int(predictions[i, k])) for k in shown),
                              fontsize=9, color="tab:red" if wrong else "black")
+    fig.tight_layout()
+    return fig
+
+
+FAMILY_COLOURS = {"RNN-SPN": "tab:blue", "FFN-SPN": "tab:orange", "CNN": "tab:gray"}
+
+
+def plot_table1_by_d(table: Sequence, profile: str, top: float = 6.0) -> Figure:
+    """Table 1's per-digit test error against d: the paper's (dashed) and ours, on a linear axis.
+
+    The axis shows 0 to ``top`` % (the paper's numbers lie in 1.5-5.3 %), or up to our largest value when
+    that is at most twice ``top``. Our values above the axis (short runs) are drawn as a triangle on its top
+    edge, labelled with the value, instead of squeezing the paper's range.
+
+    Args:
+        table: the rows of :func:`rstn.results.load_table` (``model``, ``d``, ``paper_error``, ``mean``,
+            ``std``); profile: the profile named in the title and legend.
+    """
+    ours = [r.mean for r in table if r.mean is not None]
+    if ours and max(ours) <= 2 * top:
+        top = max(top, 1.1 * max(r.mean + (r.std or 0) for r in table if r.mean is not None))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    above = []  # (x, value, colour) of ours off the top of the axis
+
+    def mark_above(x: float, value: float, colour: str) -> None:
+        ax.plot(x, top, "^", color=colour, ms=8, clip_on=False, zorder=5)
+        ax.annotate(f"{value:.0f}", (x, top), xytext=(0, 6), textcoords="offset points", ha="center",
+                    fontsize=8, color=colour, annotation_clip=False)
+        above.append(value)
+
+    for kind in ("RNN-SPN", "FFN-SPN"):
+        colour = FAMILY_COLOURS[kind]
+        mine = [r for r in table if r.model == kind]
+        ax.plot([r.d for r in mine], [r.paper_error for r in mine], "--o", ms=3, color=colour, alpha=0.7,
+                label=f"{kind}, paper")
+        have = [r for r in mine if r.mean is not None and r.mean <= top]
+        if have:
+            ax.errorbar([r.d for r in have], [r.mean for r in have], yerr=[r.std or 0 for r in have], marker="o",
+                        color=colour, capsize=3, label=f"{kind}, ours ({profile})")
+        for r in mine:
+            if r.mean is not None and r.mean > top:
+                mark_above(r.d + (0.09 if kind == "FFN-SPN" else -0.09), r.mean, colour)
+    conv = next(r for r in table if r.d is None)
+    ax.axhline(conv.paper_error, color=FAMILY_COLOURS["CNN"], ls="--", alpha=0.7, label="conv net, paper")
+    if conv.mean is not None and conv.mean <= top:
+        ax.axhline(conv.mean, color=FAMILY_COLOURS["CNN"], label=f"conv net, ours ({profile})")
+    elif conv.mean is not None:
+        mark_above(4.35, conv.mean, FAMILY_COLOURS["CNN"])
+    ax.set(xlabel="down-sampling factor d", ylabel="per-digit test error (%)", xticks=[1, 2, 3, 4],
+           xlim=(0.6, 4.6), ylim=(0, top))
+    title = f"Table 1 by d (profile {profile!r})"
+    if above:
+        title += f"\n▲ ours above {top:g} %, labelled with the value (conv net at the right)"
+        ax.plot([], [], "^", color="black", ms=6, label=f"ours ({profile}), off the axis")
+    ax.set_title(title, fontsize=10, pad=18 if above else 6)
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(runs: Sequence, table: Sequence, profile: str) -> Figure:
+    """Validation per-digit error per epoch, averaged over seeds, one panel per model family.
+
+    A dot marks the epoch of best validation accuracy (rounded mean over seeds), whose test error Table 1
+    reports; dashed lines are the paper's test errors; dotted verticals are the epochs after which the
+    learning rate was divided (read from the runs' own histories). The error axis is logarithmic, with
+    plain percentages as labels: the curves fall from chance (90 %) to a few per cent.
+
+    Args:
+        runs: run records (`rstn.results.load_runs`); table: the rows of `load_table` (for the order and
+            the families); profile: named in the titles.
+    """
+    from matplotlib.ticker import FixedLocator, NullFormatter
+
+    by_row: dict[str, list] = {}
+    for r in runs:
+        if r.history:
+            by_row.setdefault(r.row, []).append(r)
+    families = [kind for kind in ("RNN-SPN", "FFN-SPN", "CNN") if any(by_row.get(r.row) for r in table
+                                                                      if r.model == kind)] or ["RNN-SPN"]
+    fig, axes = plt.subplots(1, len(families), figsize=(4.6 * len(families) + 0.6, 3.8), sharey=True,
+                             squeeze=False)
+    decays: set[int] = set()
+    for ax, kind in zip(axes[0], families):
+        for row in [r for r in table if r.model == kind]:
+            mine = by_row.get(row.row, [])
+            if not mine:
+                continue
+            n_epochs = min(len(r.history) for r in mine)
+            curve = [100 * float(np.mean([r.history[e]["valid_error"] for r in mine])) for e in range(n_epochs)]
+            line, = ax.plot(range(n_epochs), curve, label=row.row, lw=1.2)
+            ax.axhline(row.paper_error, color=line.get_color(), ls="--", lw=0.8, alpha=0.7)
+            best = round(float(np.mean([r.best_epoch for r in mine])))
+            if best < n_epochs:
+                ax.plot(best, curve[best], "o", color=line.get_color())
+            lrs = [r["lr"] for r in mine[0].history[:n_epochs]]
+            decays |= {e for e in range(1, n_epochs) if lrs[e] < lrs[e - 1]}
+        for e in sorted(decays):
+            ax.axvline(e - 0.5, color="gray", ls=":", lw=0.8)
+        ax.set(title=f"{kind} (profile {profile!r})", xlabel="epoch", yscale="log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+        if ax.lines:
+            ax.legend(fontsize=8, title="valid; paper test --", title_fontsize=7)
+    ticks = [1, 2, 3, 5, 10, 20, 50, 100]
+    axes[0][0].yaxis.set_major_locator(FixedLocator(ticks))
+    axes[0][0].yaxis.set_minor_formatter(NullFormatter())
+    axes[0][0].set_yticklabels([str(t) for t in ticks])
+    axes[0][0].set(ylabel="validation per-digit error (%)", ylim=(1, 100))
+    if decays:
+        fig.text(0.01, 0.01, "dotted: learning rate divided by 1.5 after that epoch", fontsize=7, color="gray")
     fig.tight_layout()
     return fig
 

@@ -1,5 +1,5 @@
 """The sampler against references: PyTorch's own sampler, the literal kernel sums of STN eqs. (4)-(5), a
-transcription of the 2015 Lasagne indexing, float64 gradcheck, and known geometry."""
+transcription of the 2015 Lasagne indexing, float64 gradcheck, and known geometry (glimpse boxes and IoU: tests/test_attention.py)."""
 
 import numpy as np
 import pytest
@@ -10,10 +10,8 @@ from rstn.sampler import (
     affine_grid,
     attention_theta,
     bilinear_sample,
-    box_iou,
     nearest_sample,
     output_size,
-    theta_box,
     transform,
 )
 
@@ -235,51 +233,3 @@ def test_attention_theta_is_eq2_and_zooms_on_centre():
     image = torch.rand(1, 1, 9, 9, generator=torch.Generator().manual_seed(9))
     out = transform(image, attention_theta(0.5, 0.0, 0.0)[None], size=(5, 5), method="equations")
     torch.testing.assert_close(out, image[..., 2:7, 2:7], rtol=0, atol=1e-6)
-
-
-def test_theta_box_identity_is_whole_canvas_for_every_d():
-    box = theta_box(IDENTITY, 60, 100)
-    torch.testing.assert_close(box, torch.tensor([0.0, 0.0, 100.0, 60.0]))
-    assert theta_box(IDENTITY.expand(4, 3, 2, 3), 100, 100).shape == (4, 3, 4)
-
-
-def test_theta_box_of_a_zoom_on_a_known_digit_box():
-    """A glimpse whose corner samples sit on the centres of the digit's corner pixels covers its box."""
-    size = 100
-    x_min, y_min = 10, 41  # a 28x28 digit at these pixels: box (10, 41, 38, 69)
-    scale = 27 / (size - 1)  # 28 pixel centres span 27 pixel spacings
-    to_normalised = lambda centre: 2 * centre / (size - 1) - 1  # noqa: E731  pixel-centre index -> [-1, 1]
-    theta = attention_theta(scale, to_normalised(x_min + 13.5), to_normalised(y_min + 13.5))
-    torch.testing.assert_close(
-        theta_box(theta, size, size), torch.tensor([10.0, 41.0, 38.0, 69.0]), rtol=0, atol=1e-4
-    )
-    # and sampling a 28x28 glimpse with that theta reads exactly the digit's pixels
-    image = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(10))
-    glimpse = transform(image, theta[None], size=(28, 28))
-    torch.testing.assert_close(glimpse, image[..., y_min : y_min + 28, x_min : x_min + 28], rtol=0, atol=1e-4)
-
-
-def test_theta_box_translation_and_rotation():
-    k = 7
-    shifted = torch.tensor([[1.0, 0.0, 2 * k / 99], [0.0, 1.0, 0.0]])
-    torch.testing.assert_close(theta_box(shifted, 100, 100), torch.tensor([7.0, 0.0, 107.0, 100.0]))
-    # a 90-degree rotation of a half-size glimpse covers the same central box
-    rotated = torch.tensor([[0.0, -0.5, 0.0], [0.5, 0.0, 0.0]])
-    half = attention_theta(0.5, 0.0, 0.0)
-    torch.testing.assert_close(theta_box(rotated, 100, 100), theta_box(half, 100, 100))
-    # corner samples on pixel-centre coordinates 24.75 and 74.25: 0.5 * 99 + 1 pixels wide
-    torch.testing.assert_close(theta_box(half, 100, 100), torch.tensor([24.75, 24.75, 75.25, 75.25]))
-
-
-def test_box_iou_known_values():
-    a = torch.tensor([0.0, 0.0, 2.0, 2.0])
-    torch.testing.assert_close(box_iou(a, a), torch.tensor(1.0))
-    torch.testing.assert_close(box_iou(a, torch.tensor([1.0, 0.0, 3.0, 2.0])), torch.tensor(1 / 3))
-    torch.testing.assert_close(box_iou(a, torch.tensor([2.0, 0.0, 4.0, 2.0])), torch.tensor(0.0))
-    torch.testing.assert_close(box_iou(a, torch.tensor([0.5, 0.5, 1.5, 1.5])), torch.tensor(0.25))
-    empty = torch.tensor([1.0, 1.0, 1.0, 1.0])
-    torch.testing.assert_close(box_iou(empty, empty), torch.tensor(0.0))
-    many = torch.stack([a, a + 1, a + 10])  # (3, 4) against one box: broadcasting
-    torch.testing.assert_close(box_iou(many, a), torch.tensor([1.0, 1 / 7, 0.0]))
-    with pytest.raises(ValueError):
-        box_iou(torch.zeros(3), a)

@@ -1,5 +1,6 @@
 """The rstn.viz pieces the chapters use: plot_attention (the Figure 3 layout of chapter 5) shows the
-glimpses the sampler takes where theta says; Table shows the same cells as Markdown, text and HTML."""
+glimpses the sampler takes where theta says; Table shows the same cells as Markdown, text and HTML; the
+paper map (chapter 6) names tests that exist and finds the code's marks."""
 
 from __future__ import annotations
 
@@ -40,6 +41,22 @@ def test_plot_attention_crops_are_the_sampled_glimpses():
         # step 3 is the identity: its outline runs through the centres of the corner pixels, 0.5 and 99.5
         outline = axes[0, 0].lines[2].get_xydata()
         np.testing.assert_allclose(outline[:4], [[0.5, 0.5], [99.5, 0.5], [99.5, 99.5], [0.5, 99.5]], atol=1e-4)
+        assert not any(line.get_clip_on() for line in axes[0, 0].lines)  # outlines on the edge are drawn whole
+    finally:
+        plt.close(fig)
+
+
+def test_plot_attention_keeps_the_numbers_of_coinciding_glimpses_apart():
+    """Early in training every step is the identity: the three outlines coincide, their numbers must not."""
+    theta = np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32), (1, 3, 1, 1))  # (1, 3, 2, 3)
+    fig = viz.plot_attention(np.zeros((1, 100, 100), np.float32), theta, d=4)
+    try:
+        texts = [t for t in fig.axes[0].texts]
+        assert [t.get_text() for t in texts] == ["1", "2", "3"]
+        positions = np.array([t.get_position() for t in texts])
+        gaps = np.hypot(*(positions[:, None] - positions[None]).transpose(2, 0, 1))
+        assert gaps[~np.eye(3, dtype=bool)].min() > 50  # in different corners of the 100 x 100 canvas
+        assert ((positions > 0) & (positions < 100)).all()  # inside the canvas
     finally:
         plt.close(fig)
 
@@ -54,3 +71,32 @@ def test_table_markdown_text_and_html_hold_the_same_cells():
     assert html.count("<tr>") == 3 and "<td>a|b</td>" in html and "<p>Profile quick; x.</p>" in html
     with pytest.raises(ValueError, match="2 columns"):
         viz.Table(["a", "b"], [["only one"]])
+
+
+def test_paper_map_names_existing_tests_and_notices_missing_ones(tmp_path):
+    from pathlib import Path
+
+    from rstn import papermap
+
+    assert papermap.missing_tests(Path(__file__).parent) == []
+    (tmp_path / "test_one.py").write_text("def test_affine_grid_matches_torch():\n    pass\n")
+    missing = papermap.missing_tests(tmp_path)
+    assert "test_affine_grid_matches_torch" not in missing and "test_output_size_from_d" in missing
+    assert len(papermap.paper_map_table().rows) == len(papermap.PAPER_MAP)
+
+
+def test_code_marks_reads_comments_not_strings(tmp_path):
+    from rstn import papermap
+
+    (tmp_path / "mod.py").write_text(
+        '"""A docstring that says # paper: not a mark."""\n\n\n'
+        "class Config:\n"
+        "    lr: float = 5e-4  # paper: RMSprop, lr 5e-4\n\n\n"
+        "def f():\n"
+        "    # deviation: the code does it otherwise,\n"
+        "    # and says why on the next line\n"
+        "    return 1\n")
+    assert papermap.code_marks(tmp_path) == [
+        ("rstn.mod", "Config", "paper", "RMSprop, lr 5e-4"),
+        ("rstn.mod", "f", "deviation", "the code does it otherwise, and says why on the next line")]
+    assert any(m[0] == "rstn.sampler" and m[2] == "deviation" for m in papermap.code_marks())

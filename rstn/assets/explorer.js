@@ -15,7 +15,7 @@
  */
 (function () {
   'use strict';
-  const VERSION = '1';
+  const VERSION = '2';
   // Every output inlines this file; the first copy defines the API and later copies reuse it.
   if (window.rstnExplorer && window.rstnExplorer.version === VERSION) return;
 
@@ -84,10 +84,26 @@
     return [s, 0, tx, 0, s, ty];
   }
 
+  /** The inverse of attentionTheta: {s, tx, ty} when theta has the attention form, else null. */
+  function attentionForm(theta, tol = 1e-9) {
+    const [t11, t12, t13, t21, t22, t23] = theta;
+    const ok = Math.abs(t12) < tol && Math.abs(t21) < tol && Math.abs(t11 - t22) < tol;
+    return ok ? { s: t11, tx: t13, ty: t23 } : null;
+  }
+
   /** The glimpse of `image` through theta at down-sampling factor d: {height, width, data}. */
   function transform(image, theta, d) {
     const [h, w] = outputSize(image.height, image.width, d);
     return { height: h, width: w, data: bilinearSample(image, affineGrid(theta, h, w), h, w) };
+  }
+
+  /**
+   * Normalised (x, y) in [-1, 1] (align_corners=True) -> pixel coordinates of an H x W image, where pixel i
+   * covers [i, i + 1): -1 is 0.5, the centre of pixel 0, and +1 is W - 0.5. The one conversion of the
+   * package, mirrored from rstn.attention.normalised_to_pixels (keep the two the same).
+   */
+  function normalisedToPixels(x, y, height, width) {
+    return [(x + 1) / 2 * (width - 1) + 0.5, (y + 1) / 2 * (height - 1) + 0.5];
   }
 
   /** Apply theta to one normalised output point (x_t, y_t). */
@@ -147,9 +163,8 @@
     const pixels = document.createElement('canvas');  // the image at its own size, scaled up when drawn
     return {
       canvas: canvas, ctx: ctx,
-      /** Normalised (x, y) -> canvas pixels; pixel i spans [i, i + 1), so its centre is at i + 0.5. */
-      point: (x, y) => [((x + 1) / 2 * (width - 1) + 0.5 + pad) * SCALE,
-                        ((y + 1) / 2 * (height - 1) + 0.5 + pad) * SCALE],
+      /** Normalised (x, y) -> canvas pixels: image pixels (normalisedToPixels), shifted by the margin, scaled. */
+      point: (x, y) => normalisedToPixels(x, y, height, width).map((p) => (p + pad) * SCALE),
       /** Clear the view and draw `image` with the margin around it hatched (outside: reads 0). */
       draw: (image) => {
         ctx.fillStyle = '#3a3f47';
@@ -227,7 +242,8 @@
 
     const thetaSliders = THETA_NAMES.map((name, k) =>
       slider(name, -2, 2, 0.01, theta[k], (v) => { theta[k] = v; render(); }));
-    const attention = { s: 0.5, tx: 0, ty: 0 };
+    // the attention form's sliders show theta whenever theta has that form (the identity at load: s = 1)
+    const attention = attentionForm(theta) || { s: 1, tx: 0, ty: 0 };
     const fromAttention = () => {
       theta = attentionTheta(attention.s, attention.tx, attention.ty);
       syncSliders();
@@ -238,7 +254,20 @@
       slider('tx', -1, 1, 0.01, attention.tx, (v) => { attention.tx = v; fromAttention(); }),
       slider('ty', -1, 1, 0.01, attention.ty, (v) => { attention.ty = v; fromAttention(); }),
     ];
-    const syncSliders = () => thetaSliders.forEach((s, k) => s.set(theta[k]));
+    const attentionNote = el('div', { class: 'rstn-note', 'data-role': 'attention-note' });
+    /** Theta's sliders follow theta; the attention form's follow it too when theta has that form. */
+    const syncSliders = () => {
+      thetaSliders.forEach((s, k) => s.set(theta[k]));
+      const form = attentionForm(theta);
+      if (form) {
+        Object.assign(attention, form);
+        attentionSliders.forEach((s, k) => s.set([form.s, form.tx, form.ty][k]));
+      }
+      attentionNote.textContent = form ? '' : 'θ is not of this form (θ12, θ21 ≠ 0 or θ11 ≠ θ22): ' +
+        'moving s, tx or ty replaces it.';
+      attentionSliders.forEach((s) => s.node.classList.toggle('rstn-inactive', !form));
+    };
+    thetaSliders.forEach((s) => s.input.addEventListener('input', syncSliders));
 
     const presetButtons = Object.keys(PRESETS).map((name) => {
       const b = el('button', { type: 'button', 'data-preset': name }, name);
@@ -303,7 +332,8 @@
         el('fieldset', {}, el('legend', {}, 'A_θ (STN eq. 1): output (x_t, y_t, 1) → input (x_s, y_s)'),
           el('div', { class: 'rstn-grid' }, ...thetaSliders.map((s) => s.node))),
         el('fieldset', {}, el('legend', {}, 'attention form (STN eq. 2): [[s, 0, tx], [0, s, ty]]'),
-          el('div', { class: 'rstn-grid' }, ...attentionSliders.map((s) => s.node)))));
+          el('div', { class: 'rstn-grid' }, ...attentionSliders.map((s) => s.node)), attentionNote)));
+    syncSliders();
     render();
 
     const instance = {
@@ -314,6 +344,8 @@
         return { height: o.height, width: o.width, data: Array.from(o.data) };
       },
       theta: () => theta.slice(), d: () => d,
+      /** The attention form's (s, tx, ty) as its sliders show them. */
+      attentionShown: () => attentionSliders.map((s) => Number(s.input.value)),
     };
     api.instances.push(instance);
     return instance;
@@ -335,6 +367,7 @@
     const view = inputView(shape[1], shape[2]);
     const crops = el('div', { class: 'rstn-crops' });
     const summary = el('div', { class: 'rstn-summary' });
+    const labelled = [];  // where the step numbers were drawn last: {step, x, y} in canvas pixels
 
     const rowSelect = el('select', { 'aria-label': 'Table 1 row' },
       ...rows.map((r, i) => el('option', { value: i }, r.label)));
@@ -363,13 +396,22 @@
       const pred = Array.from(row.preds.subarray(3 * k, 3 * k + 3));
       const ctx = view.ctx;
       crops.replaceChildren();
+      labelled.length = 0;
       for (let t = 0; t < T; t++) {
         const theta = thetaOf(row, k, t), color = STEP_COLORS[t % STEP_COLORS.length];
         const quad = thetaQuad(theta, view);
         strokePolygon(ctx, quad, color, 3);
+        // step t's number inside corner t (of 4) of its box, so that coinciding glimpses (every step at the
+        // identity early in training) keep their numbers apart; as rstn.viz.plot_attention
+        const [cx, cy] = quad[t % 4];
+        const mx = (quad[0][0] + quad[2][0]) / 2 - cx, my = (quad[0][1] + quad[2][1]) / 2 - cy;
+        const inward = Math.min(1, 24 / Math.max(Math.hypot(mx, my), 1e-6));
         ctx.fillStyle = color;
         ctx.font = 'bold 28px sans-serif';
-        ctx.fillText(String(t + 1), quad[0][0] + 4, quad[0][1] + 26);
+        ctx.textAlign = 'center';
+        ctx.textBaseline = 'middle';
+        ctx.fillText(String(t + 1), cx + mx * inward, cy + my * inward);
+        labelled.push({ step: t + 1, x: cx + mx * inward, y: cy + my * inward });
         const canvas = el('canvas', { class: 'rstn-image rstn-crop', 'data-step': t });
         drawGray(canvas, transform(image, theta, row.d));
         canvas.style.borderColor = color;
@@ -400,6 +442,8 @@
 
     const instance = {
       kind: 'attention', root: root, rows: rows.map((r) => r.row), count: n,
+      /** Where the shown image's step numbers are drawn, [{step, x, y}] in canvas pixels. */
+      stepLabels: () => labelled.map((p) => ({ ...p })),
       steps: (rowName) => stepsOf(rows.find((x) => x.row === rowName)),
       /** The embedded grey levels (0..255) of image kk, row-major. */
       imageLevels: (kk) => Array.from(stack.subarray(kk * shape[1] * shape[2], (kk + 1) * shape[1] * shape[2])),
@@ -416,7 +460,8 @@
 
   const api = {
     version: VERSION,
-    outputSize, affineGrid, bilinearSample, attentionTheta, transform, decodeArray, canvasGray,
+    outputSize, affineGrid, bilinearSample, attentionTheta, attentionForm, normalisedToPixels, transform,
+    decodeArray, canvasGray,
     mountAffine, mountAttention,
     instances: [],
     /** The first affine explorer's warp of its image by theta at d: {height, width, data (floats in [0, 1])}. */

@@ -69,6 +69,22 @@ try {
     Array.from(window.rstnExplorer.instances.find((i) => i.kind === 'affine').image.data, (v) => Math.round(255 * v)));
   const mismatches = (a, b) => (a.length === b.length ? a.filter((v, i) => v !== b[i]).length : Math.max(a.length, b.length));
 
+  // at load, before any control is touched: the attention form's sliders must show theta
+  const affineState = () => page.evaluate(() => {
+    const inst = window.rstnExplorer.instances.find((i) => i.kind === 'affine');
+    const note = inst.root.querySelector('[data-role=attention-note]');
+    return { theta: inst.theta(), attention_shown: inst.attentionShown(), note: note ? note.textContent : null };
+  });
+  report.attention_form = { at_load: await affineState() };
+  await affine.locator('button[data-preset=zoom]').click();
+  report.attention_form.zoom = await affineState();
+  await affine.locator('button[data-preset=rotate]').click();
+  report.attention_form.rotate = await affineState();
+  // the one normalised -> pixel conversion, for Python to compare with rstn.attention.normalised_to_pixels
+  report.normalised_to_pixels = await page.evaluate(() =>
+    [[-1, -1, 100, 100], [1, 1, 100, 100], [0, 0.5, 33, 100], [1.5, -2, 60, 100]].map(([x, y, h, w]) =>
+      ({ point: [x, y], height: h, width: w, pixels: window.rstnExplorer.normalisedToPixels(x, y, h, w) })));
+
   await affine.locator('button[data-d="1"]').click();
   await affine.locator('button[data-preset=identity]').click();
   const before = await grey();
@@ -131,9 +147,14 @@ try {
     report.attention.shown_crops = first.length;
     await attention.locator('button', { hasText: '▶' }).click();
     report.attention.next_image_changes_crops = mismatches(first.flat(), (await cropLevels()).flat()) > 0;
-    if (report.attention.rows.length > 1) {
-      await attention.locator('select').selectOption({ index: 1 });
-      report.attention.other_row_crops = (await cropLevels()).length;
+    // where each row draws its step numbers on the image shown
+    const stepLabels = () => page.evaluate(() =>
+      window.rstnExplorer.instances.find((i) => i.kind === 'attention').stepLabels());
+    report.attention.step_labels = {};
+    for (let i = 0; i < report.attention.rows.length; i++) {
+      await attention.locator('select').selectOption({ index: i });
+      report.attention.step_labels[report.attention.rows[i]] = await stepLabels();
+      if (i === 1) report.attention.other_row_crops = (await cropLevels()).length;
     }
     await attention.screenshot({ path: join(outDir, `attention-${name}.png`) });
   }

@@ -90,7 +90,10 @@ def standalone_page(directory: Path, picture: np.ndarray) -> None:
                                    rng.integers(0, 10, (3, 3))),
             explorers.AttentionRun("ffn-spn-d3", "FFN-SPN, d = 3", 3,
                                    rng.normal(0, 0.3, (3, 1, 2, 3)).astype(np.float32) + np.eye(2, 3, dtype=np.float32),
-                                   rng.integers(0, 10, (3, 3)))]
+                                   rng.integers(0, 10, (3, 3))),
+            # every step at the identity, as in a model early in training: the three boxes coincide
+            explorers.AttentionRun("rnn-spn-d4", "RNN-SPN, d = 4, untrained", 4,
+                                   np.tile(np.eye(2, 3, dtype=np.float32), (3, 3, 1, 1)), rng.integers(0, 10, (3, 3)))]
     page = explorers.standalone_page(explorers.affine_explorer_html(picture),
                                      explorers.attention_explorer_html(images, labels, runs))
     (directory / "explore.html").write_text(page, encoding="utf-8")
@@ -191,3 +194,33 @@ def test_screenshots_are_saved(report):
     for kind in ("page", "affine", "attention"):
         png = ARTIFACTS / f"{kind}-{report['name']}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000, png
+
+
+def test_attention_form_agrees_with_theta(report):
+    form = report["attention_form"]
+    # the page opens at the identity, which is the attention form with s = 1, tx = ty = 0
+    assert form["at_load"]["theta"] == [1, 0, 0, 0, 1, 0]
+    assert form["at_load"]["attention_shown"] == [1, 0, 0] and form["at_load"]["note"] == ""
+    assert form["zoom"]["attention_shown"] == [0.5, 0, 0] and form["zoom"]["note"] == ""
+    assert form["rotate"]["note"]  # a rotation has no attention form: the page says so
+
+
+def test_browser_pixel_conversion_is_rstn_attention(report):
+    from rstn.attention import normalised_to_pixels
+
+    for case in report["normalised_to_pixels"]:
+        expected = normalised_to_pixels(np.array(case["point"], dtype=np.float64), case["height"], case["width"])
+        np.testing.assert_allclose(case["pixels"], expected, rtol=0, atol=1e-12)
+
+
+def test_step_numbers_of_coinciding_glimpses_stay_apart(report):
+    labels = report["attention"]["step_labels"]
+    if report["name"] == "standalone":
+        assert set(labels) == {"rnn-spn-d2", "ffn-spn-d3", "rnn-spn-d4"}
+    for row, shown in labels.items():
+        assert [p["step"] for p in shown] == list(range(1, (3 if row.startswith("rnn") else 1) + 1)), row
+    # the identity row: three identical boxes, numbers in three different corners (28 px font)
+    if "rnn-spn-d4" in labels:
+        xy = np.array([[p["x"], p["y"]] for p in labels["rnn-spn-d4"]])
+        gaps = np.hypot(*(xy[:, None] - xy[None]).transpose(2, 0, 1))[~np.eye(len(xy), dtype=bool)]
+        assert report["name"] != "standalone" or gaps.min() > 100

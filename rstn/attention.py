@@ -1,0 +1,333 @@
+"""Where the models look: attention export, saved attention, glimpse boxes and their IoU with the digits.
+
+Conventions (those of :mod:`rstn.sampler`, written down once there):
+
+* ``theta`` (..., 2, 3) maps OUTPUT grid points to INPUT sample points, ``(x_s, y_s) = theta @ (x_t, y_t, 1)``.
+* Normalised coordinates run over [-1, 1] with the end points on the centres of the corner pixels
+  (``align_corners=True``); points are (x, y), x along the width.
+* Pixel coordinates are those of the data's digit boxes and of every figure (``extent=(0, W, H, 0)``):
+  pixel i covers [i, i + 1), so its centre is at i + 0.5. Normalised -1 is therefore 0.5 and +1 is
+  W - 0.5 (:func:`normalised_to_pixels`; ``rstn/assets/explorer.js`` mirrors it as ``normalisedToPixels``).
+* Boxes are (x_min, y_min, x_max, y_max) in pixel coordinates, max edges exclusive.
+
+The chapters read the attention a run saved (``attention.npz``, written by :func:`attention_arrays` at the
+best-validation epoch) with :func:`load_saved_attention`, and score it with :func:`score_attention`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+ArrayT = Any  # an np.ndarray or a torch.Tensor: the conversions below keep the type they are given
+
+# the output grid's corners in normalised (x, y): top left, top right, bottom right, bottom left
+CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))
+
+
+# ------------------------------------------------------------------------------ coordinates ----
+
+def _xy(like: ArrayT, x: float, y: float) -> ArrayT:
+    if isinstance(like, Tensor):
+        return torch.tensor([x, y], dtype=like.dtype, device=like.device)
+    return np.array([x, y], dtype=np.result_type(like, np.float32))
+
+
+def normalised_to_pixels(points: ArrayT, height: int, width: int) -> ArrayT:
+    """Normalised (x, y) in [-1, 1] (align_corners=True) -> pixel coordinates (pixel i covers [i, i + 1)).
+
+    -1 maps to 0.5, the centre of pixel 0, and +1 to W - 0.5, the centre of pixel W - 1:
+    ``p = (g + 1) / 2 * (W - 1) + 0.5``. Points outside [-1, 1] map outside the image.
+
+    Args:
+        points: (..., 2) (x, y), an np.ndarray or a torch.Tensor (the result has the same type).
+        height, width: image size H, W.
+
+    Returns:
+        (..., 2) (x, y) pixel coordinates.
+    """
+    if points.shape[-1] != 2:
+        raise ValueError(f"points must be (..., 2) (x, y), got shape {tuple(points.shape)}")
+    return (points + 1) / 2 * _xy(points, width - 1, height - 1) + 0.5
+
+
+def pixels_to_normalised(pixels: ArrayT, height: int, width: int) -> ArrayT:
+    """Inverse of :func:`normalised_to_pixels`: pixel coordinates (x, y) -> normalised [-1, 1].
+
+    Args:
+        pixels: (..., 2) (x, y); the centre of pixel i is i + 0.5.
+        height, width: image size H, W (both > 1).
+
+    Returns:
+        (..., 2) (x, y) normalised coordinates, same type as ``pixels``.
+    """
+    if pixels.shape[-1] != 2:
+        raise ValueError(f"pixels must be (..., 2) (x, y), got shape {tuple(pixels.shape)}")
+    return (pixels - 0.5) / _xy(pixels, width - 1, height - 1) * 2 - 1
+
+
+def glimpse_corners(theta: ArrayT, height: int, width: int) -> ArrayT:
+    """Where the glimpse's four corner samples land in the input, in pixel coordinates.
+
+    Args:
+        theta: (..., 2, 3) output -> input, normalised.
+        height, width: input size H, W.
+
+    Returns:
+        (..., 4, 2) (x, y) of the output's top-left, top-right, bottom-right and bottom-left corner points
+        (:data:`CORNERS`); for any affine theta they span the quadrilateral the glimpse samples.
+    """
+    if theta.ndim < 2 or tuple(theta.shape[-2:]) != (2, 3):
+        raise ValueError(f"theta must be (..., 2, 3), got {tuple(theta.shape)}")
+    if isinstance(theta, Tensor):
+        corners = torch.tensor([[x, y, 1.0] for x, y in CORNERS], dtype=theta.dtype, device=theta.device)
+        points = corners @ theta.transpose(-1, -2)  # (..., 4, 2) normalised (x, y)
+    else:
+        corners = np.array([[x, y, 1.0] for x, y in CORNERS], dtype=np.result_type(theta, np.float32))
+        points = corners @ np.swapaxes(theta, -1, -2)
+    return normalised_to_pixels(points, height, width)
+
+
+# ------------------------------------------------------------------------------------ boxes ----
+
+def theta_box(theta: Tensor, height: int, width: int) -> Tensor:
+    """The axis-aligned box of the input region a glimpse covers, in pixels.
+
+    The box of the four corner samples (:func:`glimpse_corners`, on sample centres) extended by half a
+    source pixel on every side, the area those source pixels cover: the identity theta gives the whole
+    canvas (0, 0, W, H) for every d, and a glimpse whose corner samples sit on the centres of pixels x0 and
+    x1 covers [x0, x1 + 1). The box is not clipped to the canvas.
+
+    Args:
+        theta: (..., 2, 3).
+        height, width: input image size H, W.
+
+    Returns:
+        (..., 4) boxes (x_min, y_min, x_max, y_max) in theta's dtype.
+    """
+    points = glimpse_corners(theta, height, width)  # (..., 4, 2)
+    half = 0.5  # half a source pixel: the area of the corner pixels themselves
+    low, high = points.amin(-2) - half, points.amax(-2) + half  # (..., 2) each
+    return torch.cat([low, high], dim=-1)
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Intersection over union of boxes (x_min, y_min, x_max, y_max).
+
+    Args:
+        a, b: (..., 4), broadcastable against each other.
+
+    Returns:
+        (...) IoU in [0, 1]; 0 where both boxes are empty.
+    """
+    if a.shape[-1] != 4 or b.shape[-1] != 4:
+        raise ValueError(f"boxes must be (..., 4), got {tuple(a.shape)} and {tuple(b.shape)}")
+    width = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
+    height = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
+    intersection = width * height
+
+    def area(box: Tensor) -> Tensor:
+        return (box[..., 2] - box[..., 0]).clamp(min=0) * (box[..., 3] - box[..., 1]).clamp(min=0)
+
+    union = area(a) + area(b) - intersection
+    return torch.where(union > 0, intersection / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+
+
+def sequence_box(boxes: Tensor) -> Tensor:
+    """The box around all digits of a sequence: (..., D, 4) -> (..., 4)."""
+    return torch.cat([boxes[..., :2].amin(-2), boxes[..., 2:].amax(-2)], dim=-1)
+
+
+# ---------------------------------------------------------------------------------- scoring ----
+
+@dataclass(frozen=True)
+class AttentionScore:
+    """How well one model's glimpses line up with the digits, over n images.
+
+    RNN-SPN (T = D glimpses): ``step_iou[t]``, the mean IoU of step t's glimpse box with digit t's box, and
+    ``on_target``, the fraction of (image, step) pairs where step t overlaps digit t strictly more than any
+    other digit (a tie, as for the identity, is a miss). FFN-SPN (T = 1): ``sequence_iou``, the mean IoU of
+    its one glimpse with the box around the whole sequence. The fields that do not apply are None.
+    """
+
+    n: int
+    step_iou: tuple[float, ...] | None = None
+    on_target: float | None = None
+    sequence_iou: float | None = None
+
+
+def step_digit_iou(theta: Tensor, boxes: Tensor, height: int, width: int) -> Tensor:
+    """IoU of every glimpse with every digit box.
+
+    Args:
+        theta: (N, T, 2, 3); boxes: (N, D, 4) true digit boxes; height, width: the canvas.
+
+    Returns:
+        (N, T, D): entry (i, t, k) is the IoU of step t's glimpse box with digit k's box on image i.
+    """
+    theta, boxes = torch.as_tensor(theta), torch.as_tensor(boxes)
+    if theta.ndim != 4 or boxes.ndim != 3 or theta.shape[0] != boxes.shape[0]:
+        raise ValueError(f"theta must be (N, T, 2, 3) and boxes (N, D, 4), got {tuple(theta.shape)}, "
+                         f"{tuple(boxes.shape)}")
+    glimpse = theta_box(theta, height, width).to(boxes.dtype)  # (N, T, 4)
+    return box_iou(glimpse[:, :, None], boxes[:, None])  # (N, T, D)
+
+
+def score_attention(theta: Tensor, boxes: Tensor, height: int, width: int) -> AttentionScore:
+    """Score one run's glimpses against the true digit boxes (chapter 5); see :class:`AttentionScore`.
+
+    Args:
+        theta: (N, T, 2, 3) with T = D (one glimpse per digit) or T = 1 (one glimpse for the sequence).
+        boxes: (N, D, 4); height, width: the canvas.
+    """
+    theta, boxes = torch.as_tensor(theta, dtype=torch.float64), torch.as_tensor(boxes, dtype=torch.float64)
+    n, steps, digits = theta.shape[0], theta.shape[1], boxes.shape[1]
+    if steps == 1:
+        glimpse = theta_box(theta[:, 0], height, width)  # (N, 4)
+        return AttentionScore(n=n, sequence_iou=float(box_iou(glimpse, sequence_box(boxes)).mean()))
+    if steps != digits:
+        raise ValueError(f"{steps} glimpses for {digits} digits: expected one glimpse per digit, or one in all")
+    iou = step_digit_iou(theta, boxes, height, width)  # (N, T, D)
+    own = iou.diagonal(dim1=1, dim2=2)  # (N, T): step t with digit t
+    other = iou.masked_fill(torch.eye(steps, dtype=torch.bool), -1.0).amax(-1)  # best IoU with another digit
+    return AttentionScore(n=n, step_iou=tuple(float(v) for v in own.mean(0)),
+                          on_target=float((own > other).double().mean()))
+
+
+# ------------------------------------------------------------------------------------ export ----
+
+@torch.no_grad()
+def attention_arrays(model: nn.Module, split: Any, n: int, device: torch.device) -> dict[str, np.ndarray]:
+    """theta, predictions and labels for the first n images of `split` (what a run saves as attention.npz).
+
+    Args:
+        model: an rstn model whose output has ``logits`` (B, 3, K) and ``theta`` (B, T, 2, 3) or None.
+        split: images (N, H, W) in [0, 1], labels (N, 3), optionally boxes (N, 3, 4).
+
+    Returns:
+        indices (n,), theta (n, T, 2, 3) float32 (T = 0 for the conv net), probabilities (n, 3, K)
+        float32, predictions (n, 3), labels (n, 3), boxes (n, 3, 4) float32 when the split has them.
+    """
+    n = min(n, len(split.labels))
+    model.eval()
+    x = torch.as_tensor(np.asarray(split.images[:n]), dtype=torch.float32, device=device).unsqueeze(1)
+    out = model(x)
+    theta = out.theta.float().cpu().numpy() if out.theta is not None else np.zeros((n, 0, 2, 3), np.float32)
+    arrays = {"indices": np.arange(n), "theta": theta.astype(np.float32),
+              "probabilities": out.logits.float().softmax(-1).cpu().numpy().astype(np.float32),
+              "predictions": out.logits.argmax(-1).cpu().numpy(), "labels": np.asarray(split.labels[:n])}
+    if getattr(split, "boxes", None) is not None:
+        arrays["boxes"] = np.asarray(split.boxes[:n], dtype=np.float32)
+    return arrays
+
+
+# ------------------------------------------------------------------------------- saved runs ----
+
+@dataclass(frozen=True)
+class AttentionRun:
+    """Saved attention of one trained model on a fixed set of test images.
+
+    row: Table 1 row ("rnn-spn-d2"); label: what the explorer shows for it; d: its down-sampling factor;
+    theta: (N, T, 2, 3) float32, T = 3 for RNN-SPN and 1 for FFN-SPN; predictions: (N, 3) digits.
+    """
+
+    row: str
+    label: str
+    d: int
+    theta: np.ndarray
+    predictions: np.ndarray
+
+
+@dataclass(frozen=True)
+class SavedAttention:
+    """The attention of the trained Table 1 rows on the same fixed test images, read from results/.
+
+    images: (N, H, W) in [0, 1]; labels: (N, 3); boxes: (N, 3, 4) true digit boxes; indices: (N,) in the
+    test split; runs: one per row, in Table 1 order; profile, seed: where they come from; description:
+    the profile's one-line description.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    indices: np.ndarray
+    runs: tuple[AttentionRun, ...]
+    profile: str
+    seed: int
+    description: str
+
+    def run(self, row: str) -> AttentionRun | None:
+        """The run of Table 1 row ``row``, or None when it saved no attention."""
+        return next((r for r in self.runs if r.row == row), None)
+
+
+def _test_split(data: dict, data_dir: str | Path | None):
+    """The test split of a run's data config (as saved in run.json): from the sequence cache when it holds
+    it, else generated alone (its random stream does not depend on the training and validation sizes)."""
+    import dataclasses
+
+    from rstn.data import SequenceConfig, cache_path, generate_sequences, load_sequences
+
+    # run.json stores tuples as lists
+    config = SequenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["data"].items()})
+    seed = data["data_seed"]
+    if cache_path(config, seed).exists():
+        return load_sequences(config, seed=seed, data_dir=data_dir)["test"]
+    return generate_sequences(dataclasses.replace(config, n_train=0, n_valid=0), seed=seed, data_dir=data_dir)["test"]
+
+
+def load_saved_attention(results_dir: str | Path = "results", profile: str | None = None, seed: int = 0,
+                         n_images: int | None = 16, rows: Sequence[str] | None = None,
+                         data_dir: str | Path | None = None) -> SavedAttention:
+    """theta and predictions saved by the runs (results/<profile>/<row>/seed<k>/attention.npz), with the
+    test images they were computed on (regenerated from the run's data config, or read from the cache).
+
+    Args:
+        profile: None picks the book's profile (:func:`rstn.results.default_table_profile`: paper,
+            then quick, then smoke).
+        n_images: keep the first n saved images (None: all).
+        rows: Table 1 rows to include (default: every transformer row that has an attention.npz).
+
+    Raises:
+        FileNotFoundError: no attention.npz for this profile and seed.
+        ValueError: the runs disagree on the test images they saved, or the regenerated test split differs
+            from what they saved (labels or boxes).
+    """
+    from rstn import experiments, results
+
+    profile = profile or results.default_table_profile(results_dir)
+    names = [r for r in (rows or experiments.ROWS) if experiments.get_row(r).d is not None]  # conv net: no theta
+    runs, first, record = [], None, None
+    keep = slice(None, n_images)
+    for name in names:
+        run = experiments.run_dir(results_dir, profile, name, seed)
+        if not (run / "attention.npz").exists():
+            continue
+        with np.load(run / "attention.npz") as saved:
+            arrays = {key: saved[key] for key in ("indices", "theta", "predictions", "labels", "boxes")
+                      if key in saved.files}
+        if first is None:
+            first, record = arrays, results.read_run(run / results.RUN_FILE)
+        elif not (np.array_equal(arrays["indices"], first["indices"])
+                  and np.array_equal(arrays["labels"], first["labels"])):
+            raise ValueError(f"{run}: its attention.npz holds other test images than the first run's")
+        row = experiments.get_row(name)
+        runs.append(AttentionRun(row=name, label=f"{row.model_name}, d = {row.d} ({name})", d=row.d,
+                                 theta=arrays["theta"][keep], predictions=arrays["predictions"][keep]))
+    if first is None:
+        raise FileNotFoundError(f"no attention.npz under {Path(results_dir) / profile}/*/seed{seed}/")
+    indices = first["indices"][keep]
+    test = _test_split(record.config, data_dir)
+    if not np.array_equal(test.labels[indices], first["labels"][keep]):
+        raise ValueError("the regenerated test split's labels differ from the saved ones: data changed since the runs")
+    if "boxes" in first and not np.array_equal(test.boxes[indices], first["boxes"][keep]):
+        raise ValueError("the regenerated test split's boxes differ from the saved ones: data changed since the runs")
+    return SavedAttention(images=test.images[indices], labels=first["labels"][keep],
+                          boxes=np.asarray(test.boxes[indices], dtype=np.float32), indices=indices,
+                          runs=tuple(runs), profile=profile, seed=seed,
+                          description=experiments.PROFILES[profile].description)
