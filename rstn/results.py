@@ -358,6 +358,30 @@ def headline_rows(table: list[TableRecord], not_run: Mapping[str, str] | None = 
     return rows
 
 
+RUN_FACTS_COLUMNS = ("row / seed", "status", "epochs (best)", "stopped by", "test err. (%)", "training time",
+                     "device", "commit")
+
+
+def run_facts_rows(runs: Iterable[RunRecord]) -> list[list[str]]:
+    """What each run recorded about itself, one row of text per run (chapter 4's run facts).
+
+    The commit is the last session's; `+` marks uncommitted changes, and `(n commits)` a run resumed
+    across several.
+    """
+    rows = []
+    for r in runs:
+        commit = (r.git["commit"] or "?")[:10] + ("+" if r.git["dirty"] else "")
+        commits = {s.get("commit") for s in r.sessions if s.get("commit")}
+        if len(commits) > 1:
+            commit += f" ({len(commits)} commits)"
+        error = "-" if r.test_error is None else f"{100 * r.test_error:.2f}"
+        best = "-" if r.best_epoch is None else str(r.best_epoch)
+        stopped = {None: "(training)", "time_budget": "time budget (paused)"}.get(r.stop_reason, r.stop_reason)
+        rows.append([f"{r.row} / {r.seed}", r.status, f"{r.epochs_run} ({best})", stopped, error,
+                     format_duration(r.wall_time_s), r.device, commit])
+    return rows
+
+
 def markdown_table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     """A GitHub-flavoured Markdown table (for the README: `rstn table --markdown`)."""
     header = list(header)

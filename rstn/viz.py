@@ -155,6 +155,12 @@ def plot_table1_by_d(table: Sequence, profile: str, top: float = 6.0) -> Figure:
         for r in mine:
             if r.mean is not None and r.mean > top:
                 mark_above(r.d + (0.09 if kind == "FFN-SPN" else -0.09), r.mean, colour)
+        # runs still in progress: their best-so-far error, hollow
+        running = [(r.d, 100 * r.best_so_far.test_error) for r in mine
+                   if r.mean is None and getattr(r, "best_so_far", None) is not None]
+        if running:
+            ax.plot(*zip(*[(d, min(e, top)) for d, e in running]), "o", mfc="none", color=colour, ms=7,
+                    clip_on=False, label=f"{kind}, ours in progress (best so far)")
     conv = next(r for r in table if r.d is None)
     ax.axhline(conv.paper_error, color=FAMILY_COLOURS["CNN"], ls="--", alpha=0.7, label="conv net, paper")
     if conv.mean is not None and conv.mean <= top:
