@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rstn.experiments import PROFILES, ROWS, get_row, resolve_profile
+from rstn.experiments import CPU_QUEUE, PROFILES, ROWS, get_row, resolve_profile
 from rstn.train import format_duration
 
 SCHEMA_VERSION = 2
@@ -329,11 +329,16 @@ HEADLINE_COLUMNS = ("row", "model", "d", "paper (%)", "ours (%)", "ours - paper"
                     "training time")
 
 
-def headline_rows(table: list[TableRecord], not_run: Mapping[str, str] | None = None) -> list[list[str]]:
+def not_run_text(row: str) -> str:
+    """What the headline says of a row without a run: whether the CPU queue will reach it."""
+    return "not run yet (queued on the CPU)" if row in CPU_QUEUE else "not run yet (needs a GPU)"
+
+
+def headline_rows(table: list[TableRecord]) -> list[list[str]]:
     """Table 1 as the landing page and the README show it: one row of text per Table 1 row.
 
     ours: mean ± std over finished seeds; else the best-so-far test error of the run in progress (its
-    best-validation epoch so far); else `not_run[row]` (default "not run yet").
+    best-validation epoch so far); else `not_run_text(row)`.
     """
     rows = []
     for r in table:
@@ -348,8 +353,7 @@ def headline_rows(table: list[TableRecord], not_run: Mapping[str, str] | None = 
             ours, diff = f"{100 * run.test_error:.2f}", f"{100 * run.test_error - r.paper_error:+.2f}"
             status, runs = f"in progress (best epoch {run.best_epoch})", [run]
         else:
-            rows.append([r.row, r.model, d, f"{r.paper_error:.1f}", (not_run or {}).get(r.row, "not run yet"),
-                         "", "", "", "", ""])
+            rows.append([r.row, r.model, d, f"{r.paper_error:.1f}", not_run_text(r.row), "", "", "", "", ""])
             continue
         epochs = ", ".join(str(x.epochs_run) for x in runs)
         devices = ", ".join(sorted({x.device for x in runs}))

@@ -138,9 +138,10 @@ def test_headline_rows_show_finished_in_progress_and_missing_rows(tmp_path):
     running = make_record(row="ffn-spn-d4", status="running", stop_reason=None,
                           config=run_config("ffn-spn-d4", "smoke", seed=0).to_dict())
     write_run(tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / "run.json", running)
-    rows = {r[0]: r for r in headline_rows(load_table("smoke", tmp_path), {"conv-net": "not run yet (needs a GPU)"})}
+    rows = {r[0]: r for r in headline_rows(load_table("smoke", tmp_path))}
     assert rows["rnn-spn-d4"][4:8] == ["40.00", "+37.70", "finished", "1"]
     assert rows["ffn-spn-d4"][4:7] == ["40.00", "+34.70", "in progress (best epoch 0)"]
-    assert rows["conv-net"][4] == "not run yet (needs a GPU)" and rows["rnn-spn-d1"][4] == "not run yet"
+    assert rows["conv-net"][4] == "not run yet (needs a GPU)" == rows["rnn-spn-d1"][4]
+    assert rows["rnn-spn-d3"][4] == "not run yet (queued on the CPU)"
     text = markdown_table(HEADLINE_COLUMNS, rows.values())
     assert text.splitlines()[0].startswith("| row | model |") and len(text.splitlines()) == 11
