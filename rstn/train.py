@@ -750,14 +750,19 @@ def train_run(
     say = _Logger(progress_mode(progress), None)
     config_dict = config.to_dict()
     record_path = out_dir / experiments.RUN_FILE
-    if record_path.exists() and not force:
+    if not force and is_finished(config, results_dir):
         old = experiments.read_run(record_path)
-        if old["status"] == "finished" and old["config"] == config_dict:
-            say(f"skip {name}: finished with the same config (test error {100 * old['final']['test_error']:.2f}%,"
-                f" {record_path}); force=True / --force reruns it")
-            return RunResult(out_dir, old, skipped=True)
-        changed = _config_diff(old["config"], config_dict)
-        reason = f"config changed ({', '.join(changed)})" if changed else f"previous status {old['status']!r}"
+        say(f"skip {name}: finished with the same config (test error {100 * old['final']['test_error']:.2f}%,"
+            f" {record_path}); force=True / --force reruns it")
+        return RunResult(out_dir, old, skipped=True)
+    if record_path.exists() and not force:
+        try:
+            old = experiments.read_run(record_path)
+        except experiments.ResultsError as err:
+            reason = f"unreadable run record ({err})"
+        else:
+            changed = _config_diff(old["config"], config_dict)
+            reason = f"config changed ({', '.join(changed)})" if changed else f"previous status {old['status']!r}"
         say(f"rerun {name}: {reason}")
 
     device = resolve_device(device)
@@ -811,6 +816,24 @@ def train_run(
         f" ({len(result.history)} epochs, {result.stop_reason}, {record['wall_time_s']:.0f}s) -> {out_dir}")
     return RunResult(out_dir, record)
 
+
+
+def is_finished(config: RunConfig, results_dir: str | Path = "results") -> bool:
+    """Whether `config`'s run is done: its run.json is readable, finished, and holds the same resolved config.
+
+    The one skip decision of the project: `train_run` and the book's runner (`rstn.book`) both ask it. A
+    missing, unreadable or invalid run.json, a diverged run or a different config is not finished.
+    """
+    from rstn import experiments
+
+    path = experiments.run_dir(results_dir, config.profile, config.row, config.seed) / experiments.RUN_FILE
+    if not path.exists():
+        return False
+    try:
+        record = experiments.read_run(path)
+    except experiments.ResultsError:
+        return False
+    return record["status"] == "finished" and record["config"] == config.to_dict()
 
 def train_row(
     row: str,
