@@ -251,13 +251,14 @@ def _path_parameters(root: Path, folder: Path, results_dir: Path) -> dict[str, s
 
 def run_chapters(names: Sequence[str] | None = None, profile: str | None = BOOK_PROFILE, *,
                  root: Path | None = None, results_dir: str | Path = "results", into_book: bool = False,
-                 out=sys.stdout) -> list[Path]:
+                 announce: bool = True, out=None) -> list[Path]:
     """Execute the chapters (all non-training notebooks by default), reading existing results.
 
     Args:
         profile: the results the chapters show. None or "auto" (`BOOK_PROFILE`): the book's own choice,
             each chapter picking the best profile that has results, into book/. A profile other than the
             one the book shows renders into _build/scratch/<profile>/ unless `into_book`.
+        announce: say so when it renders into the scratch folder (replicate has said it already).
 
     Returns:
         the executed notebooks.
@@ -267,7 +268,7 @@ def run_chapters(names: Sequence[str] | None = None, profile: str | None = BOOK_
     """
     from rstn.mnist import mnist_path
 
-    root = root or repo_root()
+    root, out = root or repo_root(), out or sys.stdout
     results = Path(results_dir) if Path(results_dir).is_absolute() else root / results_dir
     names = list(names) if names else chapter_names(root)
     for name in names:
@@ -276,7 +277,7 @@ def run_chapters(names: Sequence[str] | None = None, profile: str | None = BOOK_
     profile = None if profile in (None, "auto") else profile
     in_book = profile is None or into_book or writes_book(profile, results)
     folder = target_dir(root, profile or "auto", in_book)
-    if not in_book:
+    if not in_book and announce:
         print(f"chapters: profile {profile!r} is not the one the book shows ({book_profile(results)!r}): "
               f"rendering into {_relative(folder, root)}/, book/ untouched (--into-book writes the book)",
               file=out, flush=True)
@@ -324,7 +325,7 @@ class TrainingOutcome:
 
 def run_training(config: RunConfig, *, device: str | None = None, force: bool = False, output: str | Path | None = None,
                  root: Path | None = None, results_dir: str | Path = "results", timeout: int | None = None,
-                 also_look_in: Iterable[Path] = (), out=sys.stdout) -> TrainingOutcome:
+                 also_look_in: Iterable[Path] = ()) -> TrainingOutcome:
     """Train one run (a resolved `rstn.experiments.RunConfig`) through the training notebook.
 
     A run that `rstn.train.is_finished` says is done is not trained again (unless `force`); if its
@@ -385,15 +386,19 @@ class ReplicateReport:
         return sum(o.status == status for o in self.outcomes.values())
 
     def summary(self, seeds: int = 1) -> str:
-        unit = "rows" if seeds == 1 else "runs"
+        """One line, e.g. "9 rows already finished with this config: nothing retrained; FORCE=1 / --force
+        retrains" (runs, not rows, with several seeds)."""
+        def runs(n: int) -> str:
+            return f"{n} {'row' if seeds == 1 else 'run'}{'' if n == 1 else 's'}"
+
         trained, finished, failed = self.count("trained"), self.count("finished"), self.count("failed")
         parts = []
         if finished:
-            parts.append(f"{finished} {unit} already finished with this config: "
+            parts.append(f"{runs(finished)} already finished with this config: "
                          + ("nothing retrained" if not trained else f"{trained} trained")
                          + "; FORCE=1 / --force retrains")
         elif trained:
-            parts.append(f"{trained} {unit} trained")
+            parts.append(f"{runs(trained)} trained")
         if failed:
             parts.append(f"{failed} failed")
         return "; ".join(parts) or "nothing to run"
@@ -401,7 +406,7 @@ class ReplicateReport:
 
 def replicate(profile: str = "auto", seeds: Iterable[int] = (0,), *, force: bool = False,
               device: str | None = None, rows: Sequence[str] | None = None, root: Path | None = None,
-              into_book: bool = False, out=sys.stdout) -> ReplicateReport:
+              into_book: bool = False, out=None) -> ReplicateReport:
     """Data, then every Table 1 row x seed through the training notebook, then the chapters.
 
     Writes book/ when `profile` resolves to what the book shows (`writes_book`) or `into_book`; else
@@ -413,7 +418,7 @@ def replicate(profile: str = "auto", seeds: Iterable[int] = (0,), *, force: bool
     from rstn import experiments
     from rstn.data import cache_path, load_sequences
 
-    root = root or repo_root()
+    root, out = root or repo_root(), out or sys.stdout
     results = root / "results"
     resolved = experiments.resolve_profile(profile, device).name
     rows = list(rows) if rows else list(experiments.ROWS)
@@ -423,7 +428,8 @@ def replicate(profile: str = "auto", seeds: Iterable[int] = (0,), *, force: bool
     folder = target_dir(root, resolved, in_book)
     report = ReplicateReport(resolved, folder)
     print(f"replicate: profile {resolved!r} ({experiments.PROFILES[resolved].description}), "
-          f"{len(rows)} rows x seeds {seeds} -> {_relative(folder, root)}/", file=out, flush=True)
+          f"{len(rows)} row{'s' if len(rows) != 1 else ''} x seeds {seeds} -> {_relative(folder, root)}/",
+          file=out, flush=True)
     if not in_book:
         print(f"  the book shows {book_profile(results)!r}: {resolved!r} renders into "
               f"{_relative(folder, root)}/ and leaves book/ untouched (--into-book writes the book)",
@@ -438,7 +444,7 @@ def replicate(profile: str = "auto", seeds: Iterable[int] = (0,), *, force: bool
         print(f"[train {i}/{len(configs)}] {name}", file=out, flush=True)
         outcome = run_training(config, device=device, force=force, root=root,
                                output=run_path(folder, config.profile, config.row, config.seed),
-                               also_look_in=[] if in_book else [root / "book"], out=out)
+                               also_look_in=[] if in_book else [root / "book"])
         report.outcomes[(config.row, config.seed)] = outcome
         print(f"  {'FAILED: ' if outcome.status == 'failed' else ''}{outcome.message}", file=out, flush=True)
     print(f"[train] {report.summary(len(seeds))}", file=out, flush=True)
@@ -451,7 +457,7 @@ def replicate(profile: str = "auto", seeds: Iterable[int] = (0,), *, force: bool
                 if o.status == "failed"}
     try:
         run_chapters(profile=None if in_book and not into_book else resolved, root=root, into_book=into_book,
-                     out=out)
+                     announce=False, out=out)
     except NotebookError as err:
         failures.update(err.failures)
     print(f"replicate: done in {time.perf_counter() - start:.0f} s; {report.summary(len(seeds))}"
