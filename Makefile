@@ -8,18 +8,17 @@ TORCH_CPU ?= torch==2.13.0
 
 .PHONY: help install test unit-test replicate notebooks book serve nbval vendor browser-test data table bench train-cpu
 
-# The book (issue 5). PROFILE: smoke | quick | paper | auto (replicate: paper on CUDA, else quick;
-# notebooks: the best profile that has results). FORCE=1 retrains rows whose results exist.
+# The book. PROFILE: smoke | quick | paper | auto (replicate: paper on CUDA, else quick;
+# notebooks: the best profile that has results). A profile other than the one the book shows (the best
+# with results) renders into _build/scratch/PROFILE/ and leaves book/ as it is; INTO_BOOK=1 writes book/.
+# FORCE=1 retrains rows whose results exist.
 PROFILE ?= auto
 SEEDS ?= 0
 FORCE ?=
+INTO_BOOK ?=
 DEVICE ?=
 PORT ?= 8000
 BUDGET ?= 2h
-NOTEBOOKS := $(BIN)/python -m rstn.notebooks
-# The executed chapters that nbval re-executes: every book/NN-*.ipynb except the training run, which
-# tests/test_notebooks.py checks by a papermill smoke run instead.
-NBVAL_NOTEBOOKS = $(filter-out book/03-training.ipynb,$(wildcard book/[0-9][0-9]-*.ipynb))
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,25 +41,25 @@ test: install unit-test nbval  ## run the whole test suite (unit tests incl. the
 unit-test:  ## unit tests of the package
 	$(BIN)/python -m pytest tests -q
 
-replicate: install  ## data -> train every Table 1 row via papermill -> chapters -> book [PROFILE= SEEDS="0 1" FORCE=1 DEVICE=]
-	$(NOTEBOOKS) replicate --profile $(PROFILE) --seeds $(SEEDS) $(if $(FORCE),--force) $(if $(DEVICE),--device $(DEVICE))
+replicate: install  ## data -> train every Table 1 row via papermill -> chapters -> book [PROFILE= SEEDS="0 1" FORCE=1 DEVICE= INTO_BOOK=1]
+	$(BIN)/rstn replicate --profile $(PROFILE) --seeds $(SEEDS) $(if $(FORCE),--force) $(if $(DEVICE),--device $(DEVICE)) $(if $(INTO_BOOK),--into-book)
 	$(MAKE) book
 
-notebooks: install  ## execute the chapters (not training) into book/ from existing results [PROFILE=]
-	$(NOTEBOOKS) chapters --profile $(PROFILE)
+notebooks: install  ## execute the chapters (not training) into book/ from existing results [PROFILE= INTO_BOOK=1]
+	$(BIN)/rstn chapters --profile $(PROFILE) $(if $(INTO_BOOK),--into-book)
 
-book: install  ## build the Jupyter Book into _build/html: warnings are errors, nothing from the network
+book: install  ## build the Jupyter Book into _build/html: warnings are errors, no error outputs, nothing from the network
+	$(BIN)/python -m pytest -q tests/test_book_offline.py -k error_output
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 	$(BIN)/python -m pytest -q tests/test_book_offline.py
 
 serve:  ## serve the built book on http://localhost:$(PORT)
 	$(BIN)/python -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
 
-nbval: install  ## re-execute the executed chapters in book/ and compare their text outputs
+nbval: install  ## re-execute the executed notebooks in book/ and compare their text outputs (options: pyproject.toml)
 	@# fetch MNIST first, so that its download messages land here and not in a compared cell's stderr
 	$(BIN)/python -c "from rstn.mnist import mnist_path; mnist_path()"
-	$(BIN)/python -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with tests/nbval-sanitize.cfg \
-	  $(NBVAL_NOTEBOOKS)
+	$(BIN)/python -m pytest -q --nbval book/
 
 browser-test: install book  ## the explorers in headless Chromium on the built book (installs Chromium, playwright-core)
 	bash scripts/ci-browser-deps.sh

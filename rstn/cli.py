@@ -5,6 +5,9 @@
                [--seed K [K ...]] [--resume] [--force] [--budget 2h30m] [--device DEV]
                [--results-dir DIR] [--checkpoint-dir DIR] [--checkpoint-every N] [--set FIELD=VALUE ...]
     rstn table [--profile PROFILE] [--results-dir DIR]
+    rstn replicate [--profile smoke|quick|paper|auto] [--seeds K ...] [--rows ROW ...] [--force]
+                   [--device DEV] [--into-book]
+    rstn chapters [NAME ...] [--profile PROFILE] [--into-book]
 
 Bad input (an unknown row, a bad --set value, a corrupt run.json or MNIST file, ...) prints one line
 naming the value and the fix, and exits with status 2; RSTN_DEBUG=1 shows the traceback instead.
@@ -180,12 +183,83 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+_INTO_BOOK_HELP = ("write book/ even when PROFILE is not the one the book shows (by default that renders into "
+                   "_build/scratch/PROFILE/ and leaves book/ as it is)")
+
+
+def _add_replicate(subparsers) -> None:
+    p = subparsers.add_parser("replicate", help="data -> every Table 1 row through the training notebook -> the "
+                                                "chapters (what `make replicate` runs)",
+                              description="Generate the data, train every Table 1 row x seed through the training "
+                                          "notebook (papermill; one executed notebook per run in book/runs/), then "
+                                          "execute the chapters. A run finished with the same config is not "
+                                          "retrained (it says so); --force retrains it.")
+    p.add_argument("--profile", default="auto",
+                   help="smoke | quick | paper | auto (paper with CUDA, else quick; default: %(default)s)")
+    p.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], metavar="K",
+                   help="training seed(s) (default: 0)")
+    p.add_argument("--rows", nargs="+", default=None, metavar="ROW", help="Table 1 rows (default: all nine)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    p.add_argument("--force", action="store_true", help="retrain runs finished with the same config")
+    p.add_argument("--into-book", action="store_true", help=_INTO_BOOK_HELP)
+    p.set_defaults(func=_cmd_replicate)
+
+
+def _cmd_replicate(args: argparse.Namespace) -> int:
+    from rstn.book import NotebookError, replicate
+    from rstn.experiments import RegistryError
+
+    try:
+        replicate(args.profile, args.seeds, force=args.force, device=args.device, rows=args.rows,
+                  into_book=args.into_book)
+    except RegistryError as err:
+        print(f"rstn replicate: error: {err}", file=sys.stderr)
+        return 2
+    except NotebookError as err:
+        print(f"rstn replicate: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_chapters(subparsers) -> None:
+    p = subparsers.add_parser("chapters", help="execute the chapters (not training) from existing results "
+                                               "(what `make notebooks` runs)",
+                              description="Execute the non-training notebooks with papermill into book/, each "
+                                          "replacing its page only if every cell ran.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="e.g. 04-results (default: every chapter)")
+    p.add_argument("--profile", default="auto",
+                   help="the results shown: smoke | quick | paper | auto (the best with results; default)")
+    p.add_argument("--into-book", action="store_true", help=_INTO_BOOK_HELP)
+    p.set_defaults(func=_cmd_chapters)
+
+
+def _cmd_chapters(args: argparse.Namespace) -> int:
+    from rstn.book import NotebookError, run_chapters
+    from rstn.experiments import PROFILE_CHOICES
+
+    if args.profile not in PROFILE_CHOICES:
+        print(f"rstn chapters: error: unknown profile {args.profile!r}; valid: {', '.join(PROFILE_CHOICES)}",
+              file=sys.stderr)
+        return 2
+    try:
+        run_chapters(args.names, args.profile, into_book=args.into_book)
+    except FileNotFoundError as err:
+        print(f"rstn chapters: error: {err}", file=sys.stderr)
+        return 2
+    except NotebookError as err:
+        print(f"rstn chapters: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rstn", description="Recurrent Spatial Transformer Networks, replicated.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data(subparsers)
     _add_train(subparsers)
     _add_table(subparsers)
+    _add_replicate(subparsers)
+    _add_chapters(subparsers)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""The built book loads nothing from the network, and its configuration keeps it that way.
+"""The built book loads nothing from the network, publishes no traceback, and its configuration keeps it
+that way.
 
 The HTML checks read _build/html (`make book` runs them right after building; they skip when no build
 exists). Every script, stylesheet, font, image and frame a page references must be a local file that
@@ -15,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+
+from rstn.book import error_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / "_build" / "html"
@@ -130,3 +133,10 @@ def test_config_keeps_the_build_offline_and_unexecuted():
     assert "sphinx_thebe" not in sphinx["extensions"]
     for path in (sphinx["mathjax_path"], *sphinx["nb_ipywidgets_js"]):
         assert (ROOT / "book" / "_static" / path).is_file(), path
+
+
+def test_no_page_holds_an_error_output():
+    """`make book` runs this before building: a chapter that failed must not be published as a traceback
+    (`rstn chapters` keeps the last good page; this catches one executed or edited by other means)."""
+    found = error_outputs(ROOT / "book")
+    assert not found, "pages with an error output:\n" + "\n".join(f"{p}: {c}" for p, c in found.items())

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 
 from rstn import experiments
-from rstn import notebooks as nbrun
+from rstn import book as nbrun
 from rstn.results import RUN_FILE, read_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +36,17 @@ def _text_outputs(nb) -> str:
     return "".join(out)
 
 
-def test_training_notebook_smoke_run_writes_results_and_skips_a_rerun(tmp_path):
+def test_training_notebook_smoke_run_writes_results_and_skips_a_rerun(tmp_path, capfd):
     output = tmp_path / "run" / "03-training.ipynb"
     results = tmp_path / "results"
-    executed = nbrun.run_training("rnn-spn-d2", "smoke", seed=0, device="cpu", output=output,
-                                  results_dir=results, root=ROOT)
-    assert executed == output
+    config = experiments.run_config("rnn-spn-d2", "smoke", 0, device="cpu")
+    outcome = nbrun.run_training(config, device="cpu", output=output, results_dir=results, root=ROOT)
+    assert outcome.status == "trained" and outcome.notebook == output
+    # the training log streams live; no kernel log, no figure reprs (item: quiet, useful output)
+    live = capfd.readouterr()
+    assert "epoch" in live.out and "done smoke/rnn-spn-d2/seed0" in live.out
+    assert "<Figure" not in live.out + live.err
+    assert "Kernel is running over TCP" not in live.err and "KeyboardInterrupt" not in live.err
     nb = nbformat.read(output, as_version=4)
     outputs = [o for cell in nb.cells for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
@@ -63,9 +68,14 @@ def test_training_notebook_smoke_run_writes_results_and_skips_a_rerun(tmp_path):
     injected = [c for c in nbformat.read(copy, as_version=4).cells if "injected-parameters" in c.metadata["tags"]]
     assert 'results_dir = "results"' in injected[0].source
 
-    # Same config, results and notebook present: nothing runs again.
-    assert nbrun.run_training("rnn-spn-d2", "smoke", seed=0, device="cpu", output=output,
-                              results_dir=results, root=ROOT) is None
+    # Same config, results and notebook present: nothing runs again, and it says so.
+    again = nbrun.run_training(config, device="cpu", output=output, results_dir=results, root=ROOT)
+    assert again.status == "finished" and again.notebook == output
+    assert again.message.startswith("skip: finished with this config")
+
+    # nbval never trains: the training cell is tagged nbval-skip, and the cells after it read run.json.
+    training = [c for c in nb.cells if "train_run(" in c.source]
+    assert len(training) == 1 and "nbval-skip" in training[0].metadata.get("tags", [])
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
