@@ -1,14 +1,22 @@
 """rstn: a reproducible replication of Recurrent Spatial Transformer Networks.
 
-Modules, one concern each:
+Modules, one job each, listed so that each imports only modules above it:
     mnist        fetch and verify the MNIST pickle the authors used
     data         the cluttered-MNIST-sequence generator and its on-disk cache
     sampler      grid generator and samplers (STN eqs. 1-5), PyTorch and equation versions
+    attention    normalised <-> pixel coordinates, glimpse boxes, IoU, saved attention
     models       conv_net, ffn_spn(d), rnn_spn(d): the Table 1 models
-    train        the authors' training protocol, checkpoints, resume
-    experiments  the Table 1 registry, run profiles, the results schema
-    viz          figures and the interactive explorers
-    cli          the `rstn` command line
+    optim        Lasagne's RMSprop, the gradient constraints, the learning-rate schedule
+    backends     the device, TF32/cuDNN settings, CPU memory tuning
+    train        the authors' training protocol (fit): metrics, checkpoints, exact resume, deadlines
+    experiments  the Table 1 registry: rows, profiles, the resolved config of a run
+    results      the typed run record (run.json) and Table 1 from the records
+    runs         one run on disk (train_run: skip, resume, time budget) and many in a row
+    viz          figures and tables for the book
+    explorers    the interactive affine and attention explorers (HTML/JS, ipywidgets)
+    papermap     each equation of the papers mapped to its code and test
+    book         executing the chapters with papermill
+    cli          the `rstn` command
 """
 
 __version__ = "0.1.0"

@@ -30,8 +30,6 @@ ArrayT = Any  # an np.ndarray or a torch.Tensor: the conversions below keep the 
 CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))
 
 
-# ------------------------------------------------------------------------------ coordinates ----
-
 def _xy(like: ArrayT, x: float, y: float) -> ArrayT:
     if isinstance(like, Tensor):
         return torch.tensor([x, y], dtype=like.dtype, device=like.device)
@@ -93,8 +91,6 @@ def glimpse_corners(theta: ArrayT, height: int, width: int) -> ArrayT:
     return normalised_to_pixels(points, height, width)
 
 
-# ------------------------------------------------------------------------------------ boxes ----
-
 def theta_box(theta: Tensor, height: int, width: int) -> Tensor:
     """The axis-aligned box of the input region a glimpse covers, in pixels.
 
@@ -142,8 +138,6 @@ def sequence_box(boxes: Tensor) -> Tensor:
     """The box around all digits of a sequence: (..., D, 4) -> (..., 4)."""
     return torch.cat([boxes[..., :2].amin(-2), boxes[..., 2:].amax(-2)], dim=-1)
 
-
-# ---------------------------------------------------------------------------------- scoring ----
 
 @dataclass(frozen=True)
 class AttentionScore:
@@ -199,8 +193,6 @@ def score_attention(theta: Tensor, boxes: Tensor, height: int, width: int) -> At
                           on_target=float((own > other).double().mean()))
 
 
-# ------------------------------------------------------------------------------------ export ----
-
 @torch.no_grad()
 def attention_arrays(model: nn.Module, split: Any, n: int, device: torch.device) -> dict[str, np.ndarray]:
     """theta, predictions and labels for the first n images of `split` (what a run saves as attention.npz).
@@ -225,8 +217,6 @@ def attention_arrays(model: nn.Module, split: Any, n: int, device: torch.device)
         arrays["boxes"] = np.asarray(split.boxes[:n], dtype=np.float32)
     return arrays
 
-
-# ------------------------------------------------------------------------------- saved runs ----
 
 @dataclass(frozen=True)
 class AttentionRun:

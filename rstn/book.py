@@ -104,9 +104,6 @@ def notebook_parameters(nb: Any) -> set[str]:
     return set()
 
 
-# ---- which profile the book shows, and where a run renders ---------------------------------------------
-
-
 def book_profile(results_dir: str | Path = "results") -> str | None:
     """The profile the book shows: the best (paper, quick, smoke) with any results; None if none has."""
     for name in PROFILE_RANK:
@@ -130,9 +127,6 @@ def writes_book(profile: str, results_dir: str | Path = "results", *, training: 
 def target_dir(root: Path, profile: str, in_book: bool) -> Path:
     """book/ for the book's own profile, else the scratch folder _build/scratch/<profile>/."""
     return root / "book" if in_book else root / SCRATCH / profile
-
-
-# ---- executing one notebook ----------------------------------------------------------------------------
 
 
 def _stabilise(nb: Any) -> None:
@@ -234,9 +228,6 @@ def error_outputs(folder: str | Path) -> dict[str, str]:
     return found
 
 
-# ---- the chapters --------------------------------------------------------------------------------------
-
-
 def _relative(path: Path, start: Path) -> str:
     return os.path.relpath(path.resolve(), start.resolve())
 
@@ -303,9 +294,6 @@ def run_chapters(names: Sequence[str] | None = None, profile: str | None = BOOK_
     if failures:
         raise NotebookError(failures)
     return done
-
-
-# ---- the training runs ---------------------------------------------------------------------------------
 
 
 def run_path(folder: Path, profile: str, row: str, seed: int) -> Path:

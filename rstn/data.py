@@ -276,9 +276,6 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="img", disable=not enabled, dynamic_ncols=True)
 
 
-# ---- the disk cache -------------------------------------------------------------------------------------
-
-
 def _cache_meta(config: SequenceConfig, seed: int) -> dict:
     return {"config": dataclasses.asdict(config), "seed": int(seed), "generator_version": GENERATOR_VERSION,
             "mnist_sha256": MNIST_SHA256}

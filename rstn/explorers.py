@@ -40,8 +40,6 @@ IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 _instance = itertools.count()  # element ids: unique per kernel, and the same on every re-execution (nbval)
 
 
-# ------------------------------------------------------------------------------------------- data ----
-
 def encode_array(array: np.ndarray) -> dict[str, Any]:
     """An array as JSON-ready ``{"dtype", "shape", "data"}`` with the bytes little-endian, base64.
 
@@ -75,8 +73,6 @@ def _as_theta6(theta: Sequence[float] | np.ndarray | torch.Tensor) -> list[float
         raise ValueError(f"theta must have 6 entries (a 2x3 matrix), got shape {np.shape(theta)}")
     return [float(v) for v in values]
 
-
-# ------------------------------------------------------------------------------------------- HTML ----
 
 def _asset(name: str) -> str:
     return resources.files("rstn").joinpath(ASSETS, name).read_text(encoding="utf-8")
@@ -206,8 +202,6 @@ def standalone_page(*outputs: str, title: str = "rstn explorers") -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"</head>\n<body>\n{body}\n</body></html>\n")
 
-
-# ------------------------------------------------------------------------------------- ipywidgets ----
 
 def glimpse(image: np.ndarray, theta: Sequence[float], d: int) -> np.ndarray:
     """rstn.sampler.transform of one (H, W) image by one theta (6 values) at d: (h, w) float64."""

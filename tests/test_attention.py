@@ -22,8 +22,6 @@ from rstn.sampler import attention_theta, transform
 IDENTITY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
-# ---- normalised <-> pixels ------------------------------------------------------------------------------
-
 def test_end_points_land_on_the_centres_of_the_corner_pixels():
     corners = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0], [1.0, -1.0]])
     # (x, y) order: x runs along the width (W = 100), y along the height (H = 60)
@@ -53,8 +51,6 @@ def test_pixel_convention_is_the_samplers():
     one = transform(image, theta, size=(1, 1), method="equations")
     torch.testing.assert_close(one[0, 0, 0, 0], image[0, 0, 4, 17])
 
-
-# ---- glimpse boxes ----------------------------------------------------------------------------------------
 
 def test_identity_glimpse_covers_the_canvas_for_every_size():
     torch.testing.assert_close(theta_box(IDENTITY, 60, 100), torch.tensor([0.0, 0.0, 100.0, 60.0]))
@@ -86,8 +82,6 @@ def test_glimpse_on_a_digit_box_covers_it_and_samples_its_pixels():
     glimpse = transform(image, theta[None], size=(28, 28))
     torch.testing.assert_close(glimpse, image[..., y_min : y_min + 28, x_min : x_min + 28], rtol=0, atol=1e-4)
 
-
-# ---- IoU and scoring --------------------------------------------------------------------------------------
 
 def test_box_iou_known_values():
     a = torch.tensor([0.0, 0.0, 2.0, 2.0])
@@ -144,8 +138,6 @@ def test_identity_scores_are_ties_and_the_sequence_iou_of_one_glimpse():
     with pytest.raises(ValueError, match="one glimpse per digit"):
         score_attention(IDENTITY.expand(1, 2, 2, 3), boxes, 100, 100)
 
-
-# ---- export and loading -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory, mnist_file):

@@ -60,9 +60,6 @@ def repo(tmp_path):
     return tmp_path
 
 
-# ---- one skip decision ---------------------------------------------------------------------------------
-
-
 def test_is_finished_needs_a_readable_finished_record_with_the_same_config(tmp_path):
     config = experiments.run_config(ROW, "smoke", 0)
     assert not is_finished(config, tmp_path)  # no run.json
@@ -92,9 +89,6 @@ def test_train_run_skips_what_is_finished_and_stops_at_an_unreadable_record(tmp_
 
 def _refuse(model_config):
     raise RuntimeError("stop here")
-
-
-# ---- which profile writes the book ---------------------------------------------------------------------
 
 
 def test_the_book_shows_the_best_profile_with_results(tmp_path):
@@ -134,9 +128,6 @@ def test_summary_of_a_fresh_clone_says_nothing_was_retrained():
     assert report.summary() == "9 rows already finished with this config: nothing retrained; FORCE=1 / --force retrains"
     report.outcomes[("conv-net", 0)] = book.TrainingOutcome("trained", None)
     assert report.summary(seeds=2) == "8 runs already finished with this config: 1 trained; FORCE=1 / --force retrains"
-
-
-# ---- a failed chapter fails and keeps the last good page -----------------------------------------------
 
 
 def test_a_failed_chapter_exits_non_zero_and_keeps_the_last_good_page(repo, monkeypatch, capsys):

@@ -184,9 +184,6 @@ def test_pool_cuts_from_train_and_valid_only(mnist: dict, small_config: Sequence
         np.testing.assert_array_equal(pool[p], sources[s, y:y + 9, x:x + 9])
 
 
-# ---- the disk cache -------------------------------------------------------------------------------------
-
-
 def test_encoding_is_lossless() -> None:
     levels = np.array([0, 1, 128, 255, 256], np.float32) / 256
     images = np.resize(levels, (3, 100, 100)).astype(np.float32)

@@ -43,8 +43,6 @@ def attention_runs(n: int = 5) -> tuple[np.ndarray, np.ndarray, list[explorers.A
     return images, labels, runs
 
 
-# ---- self-contained HTML ------------------------------------------------------------------------------
-
 def assert_self_contained(page: str) -> None:
     assert not re.search(r"\b(src|href)\s*=", page, re.I), "the output loads something by URL"
     assert not re.search(r"https?:|//cdn|@import|url\(|<link\b|\bfetch\(|XMLHttpRequest|import\(", page, re.I)
@@ -71,8 +69,6 @@ def test_script_tag_cannot_be_closed_by_the_data(image):
     assert page.count("</script>") == 3  # data, explorer.js, mount call
     assert embedded_payload(page)["title"] == "a </script><b>title</b>"
 
-
-# ---- embedded data ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "int32", "float32"])
 def test_encode_decode_round_trip(dtype):
@@ -124,8 +120,6 @@ def test_bad_inputs_are_rejected(image):
         explorers.attention_explorer_html(images[:4], labels[:4], runs)
 
 
-# ---- saved attention of real (smoke) runs -------------------------------------------------------------
-
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
     """Two one-epoch smoke runs (RNN-SPN and FFN-SPN, d = 4) trained here into a temporary results dir."""
@@ -171,8 +165,6 @@ def test_saved_attention_without_runs_says_where_it_looked(tmp_path):
         explorers.load_saved_attention(tmp_path, profile="quick")
 
 
-# ---- the ipywidgets version ---------------------------------------------------------------------------
-
 def test_widget_starts_at_the_identity(image):
     widget = explorers.affine_explorer_widget(image)
     np.testing.assert_allclose(widget.output, image, atol=1e-12)
@@ -197,8 +189,6 @@ def test_widget_observer_follows_d(image):
     widget.update({"name": "value", "new": 3})  # calling the observer directly recomputes the same glimpse
     assert widget.output.shape == (33, 33)
 
-
-# ---- the JS sampler against rstn.sampler (in node) ----------------------------------------------------
 
 def js_transform(image: np.ndarray, cases: dict[str, tuple[list[float], int]]) -> dict[str, np.ndarray]:
     """Run explorer.js's transform in node (no DOM needed for the sampler) on each (theta, d)."""
