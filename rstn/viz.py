@@ -159,8 +159,16 @@ def plot_table1_by_d(table: Sequence, profile: str, top: float = 6.0) -> Figure:
         running = [(r.d, 100 * r.best_so_far.test_error) for r in mine
                    if r.mean is None and getattr(r, "best_so_far", None) is not None]
         if running:
-            ax.plot(*zip(*[(d, min(e, top)) for d, e in running]), "o", mfc="none", color=colour, ms=7,
-                    clip_on=False, label=f"{kind}, ours in progress (best so far)")
+            ax.plot([], [], "o", mfc="none", color=colour, ms=7, label=f"{kind}, ours in progress (best so far)")
+        for d, error in running:
+            if error <= top:
+                ax.plot(d, error, "o", mfc="none", color=colour, ms=7)
+            else:  # off the axis: a hollow triangle on the top edge, labelled
+                x = d + (0.09 if kind == "FFN-SPN" else -0.09)
+                ax.plot(x, top, "^", mfc="none", color=colour, ms=8, clip_on=False, zorder=5)
+                ax.annotate(f"{error:.0f}", (x, top), xytext=(0, 6), textcoords="offset points", ha="center",
+                            fontsize=8, color=colour, annotation_clip=False)
+                above.append(error)
     conv = next(r for r in table if r.d is None)
     ax.axhline(conv.paper_error, color=FAMILY_COLOURS["CNN"], ls="--", alpha=0.7, label="conv net, paper")
     if conv.mean is not None and conv.mean <= top:
