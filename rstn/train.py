@@ -269,11 +269,31 @@ class _Logger:
                 f.write(line + "\n")
 
     def bar(self, total: int, desc: str):
+        """Progress within an epoch: a tqdm bar on a terminal; in text mode (notebooks, logs) a line at
+        each quarter; nothing in 'none' mode."""
+        if self.mode == "text":
+            return contextlib.nullcontext(_QuarterProgress(total, desc))
         if self.mode != "bar":
             return contextlib.nullcontext(None)
         from tqdm import tqdm  # the plain bar: tqdm.auto would become a widget in notebooks
 
         return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+class _QuarterProgress:
+    """`update()` once per batch; prints '<desc>: 25% (150/600 batches, 20s, ~60s left)' at each quarter."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.done, self.start = total, desc, 0, time.perf_counter()
+        self.marks = {total * q // 4: q for q in (1, 2, 3)} if total >= 4 else {}
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.done in self.marks:
+            spent = time.perf_counter() - self.start
+            left = spent * (self.total - self.done) / self.done
+            print(f"{self.desc}: {25 * self.marks[self.done]}% ({self.done}/{self.total} batches, "
+                  f"{format_duration(spent)}, ~{format_duration(left)} left)", flush=True)
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------------
