@@ -43,13 +43,13 @@ from rstn.train import (
     LOG_NAME,
     FitResult,
     NonFiniteLossError,
+    ProgressLog,
     SplitLike,
-    _Logger,
-    _now,
     fit,
     format_duration,
     load_checkpoint,
     progress_mode,
+    utc_now,
 )
 
 # TrainConfig fields that change speed or float rounding, never the protocol: a run may be resumed, or
@@ -170,7 +170,7 @@ def _record(config: RunConfig, state: FitResult, device: torch.device, git: dict
         row=config.row, profile=config.profile, seed=config.seed, status=status or state.status,
         config=config.to_dict(), git=git, device=device_name(device), torch_version=torch.__version__,
         python_version=sys.version.split()[0], backends=backend_settings(), started_at=state.started_at,
-        updated_at=_now(), wall_time_s=state.elapsed_s, epochs_run=len(history), best_epoch=best,
+        updated_at=utc_now(), wall_time_s=state.elapsed_s, epochs_run=len(history), best_epoch=best,
         stop_reason=stop_reason if status else state.stop_reason,
         final=final_metrics(history, best) if best is not None else None, history=history,
         sessions=state.sessions, attention_file=ATTENTION_NAME if attention else None, error=error)
@@ -213,7 +213,7 @@ def train_run(
     """
     out_dir = run_dir(results_dir, config.profile, config.row, config.seed)
     name = f"{config.profile}/{config.row}/seed{config.seed}"
-    say = _Logger(progress_mode(progress), None)
+    say = ProgressLog(progress_mode(progress), None)
     record_path, ckpt_path = out_dir / RUN_FILE, checkpoint_path(config, checkpoint_root)
     wanted = comparable(config.to_dict())
     old = None
@@ -265,7 +265,7 @@ def train_run(
         ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
         state = FitResult(ckpt["history"], ckpt["best_epoch"], None, "diverged", None, ckpt["elapsed_s"],
                           ckpt["sessions"], ckpt["started_at"]) if ckpt else \
-            FitResult([], -1, None, "diverged", None, 0.0, [], _now())
+            FitResult([], -1, None, "diverged", None, 0.0, [], utc_now())
         write_run(record_path, _record(config, state, device, git, status="diverged",
                                        stop_reason="non_finite_loss", error=str(err)))
         raise
@@ -320,7 +320,7 @@ def train_all(rows: Iterable[str] | None = None, profile: str = "auto", seeds: I
     deadline = time.monotonic() + budget_s if budget_s is not None else None
     names = [get_row(r).name for r in rows] if rows is not None else list(ROWS)
     configs = [run_config(r, profile, s, device=device, **train_overrides) for r in names for s in seeds]
-    say = _Logger(progress_mode(progress), None)
+    say = ProgressLog(progress_mode(progress), None)
     data_cache: dict[str, Mapping] = {}
     outcomes: list[RunResult | Exception] = []
     for i, config in enumerate(configs):

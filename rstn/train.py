@@ -251,7 +251,7 @@ def progress_mode(progress: str | bool | None = "auto") -> str:
     return progress
 
 
-class _Logger:
+class ProgressLog:
     """One line per epoch to stdout (through tqdm when a bar is live) and to run_dir/train.log."""
 
     def __init__(self, mode: str, log_path: Path | None):
@@ -376,7 +376,7 @@ def ramps_dropout(config: TrainConfig, model: nn.Module) -> bool:
     return _model_rule(config.dropout_ramp, model, "ramps_dropout")
 
 
-def _now() -> str:
+def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -507,7 +507,7 @@ def fit(
     for folder in (run_dir, ckpt_path.parent if ckpt_path is not None else None):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-    log = _Logger(progress_mode(progress), run_dir / LOG_NAME if run_dir is not None else None)
+    log = ProgressLog(progress_mode(progress), run_dir / LOG_NAME if run_dir is not None else None)
     prefix = f"{label} " if label else ""
 
     model.to(device)
@@ -524,7 +524,7 @@ def fit(
     if n_batches == 0:
         raise ValueError(f"{len(splits['train'])} training examples make no batch of {config.batch_size}")
 
-    state = FitResult([], -1, None, "running", None, 0.0, [], _now())
+    state = FitResult([], -1, None, "running", None, 0.0, [], utc_now())
     stopper = EarlyStopping(config.patience)
     start_epoch = 0
     extra = checkpoint_extra or {}
@@ -543,7 +543,7 @@ def fit(
             log(f"{prefix}resumed from {ckpt_path} after epoch {ckpt['epoch']}")
     elif ckpt_path is not None and ckpt_path.exists():
         log(f"{prefix}starting over (an existing checkpoint is replaced; pass resume=True / --resume to continue)")
-    this_session = dict(session or {}) | {"started_at": _now(), "first_epoch": start_epoch, "epochs": 0}
+    this_session = dict(session or {}) | {"started_at": utc_now(), "first_epoch": start_epoch, "epochs": 0}
     state.sessions.append(this_session)
     history = state.history
 
@@ -647,7 +647,7 @@ def fit(
 
 def _stopped(state: FitResult, session: dict) -> FitResult:
     """The final FitResult: finished unless the deadline stopped it."""
-    session["ended_at"] = _now()
+    session["ended_at"] = utc_now()
     if state.stop_reason != "time_budget":
         state.status = "finished"
     return state
