@@ -10,7 +10,8 @@
     rstn chapters [NAME ...] [--profile PROFILE] [--into-book]
 
 Bad input (an unknown row, a bad --set value, a corrupt run.json or MNIST file, ...) prints one line
-naming the value and the fix, and exits with status 2; RSTN_DEBUG=1 shows the traceback instead.
+naming the value and the fix, and exits with status 2; a chapter that fails to execute exits with 1.
+RSTN_DEBUG=1 shows the traceback instead.
 
 To add a subcommand: write ``_add_<name>(subparsers)`` that registers its arguments and sets
 ``func=_cmd_<name>``, and call it from ``build_parser``.
@@ -206,18 +207,10 @@ def _add_replicate(subparsers) -> None:
 
 
 def _cmd_replicate(args: argparse.Namespace) -> int:
-    from rstn.book import NotebookError, replicate
-    from rstn.experiments import RegistryError
+    from rstn.book import replicate
 
-    try:
-        replicate(args.profile, args.seeds, force=args.force, device=args.device, rows=args.rows,
-                  into_book=args.into_book)
-    except RegistryError as err:
-        print(f"rstn replicate: error: {err}", file=sys.stderr)
-        return 2
-    except NotebookError as err:
-        print(f"rstn replicate: error: {err}", file=sys.stderr)
-        return 1
+    replicate(args.profile, args.seeds, force=args.force, device=args.device, rows=args.rows,
+              into_book=args.into_book)
     return 0
 
 
@@ -234,21 +227,12 @@ def _add_chapters(subparsers) -> None:
 
 
 def _cmd_chapters(args: argparse.Namespace) -> int:
-    from rstn.book import NotebookError, run_chapters
+    from rstn.book import run_chapters
     from rstn.experiments import PROFILE_CHOICES
 
     if args.profile not in PROFILE_CHOICES:
-        print(f"rstn chapters: error: unknown profile {args.profile!r}; valid: {', '.join(PROFILE_CHOICES)}",
-              file=sys.stderr)
-        return 2
-    try:
-        run_chapters(args.names, args.profile, into_book=args.into_book)
-    except FileNotFoundError as err:
-        print(f"rstn chapters: error: {err}", file=sys.stderr)
-        return 2
-    except NotebookError as err:
-        print(f"rstn chapters: error: {err}", file=sys.stderr)
-        return 1
+        raise ValueError(f"unknown profile {args.profile!r}; valid: {', '.join(PROFILE_CHOICES)}")
+    run_chapters(args.names, args.profile, into_book=args.into_book)
     return 0
 
 
@@ -267,16 +251,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; bad input ends in one line on stderr and exit status 2 (RSTN_DEBUG=1: traceback)."""
     import os
 
+    from rstn.book import NotebookError
     from rstn.runs import RunInProgressError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, RunInProgressError, FileNotFoundError) as err:
+    except (ValueError, RunInProgressError, FileNotFoundError, NotebookError) as err:
         if os.environ.get("RSTN_DEBUG"):
             raise
         print(f"rstn {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(err, NotebookError) else 2
     except BrokenPipeError:  # e.g. `rstn table | head`
         sys.stderr.close()
         return 0
