@@ -58,7 +58,7 @@ serve:  ## serve the built book on http://localhost:$(PORT)
 
 nbval: install  ## re-execute the executed notebooks in book/ and compare their text outputs (options: pyproject.toml)
 	@# fetch MNIST first, so that its download messages land here and not in a compared cell's stderr
-	$(BIN)/python -c "from rstn.mnist import mnist_path; mnist_path()"
+	$(BIN)/rstn mnist
 	$(BIN)/python -m pytest -q --nbval book/
 
 browser-test: install book  ## the explorers in headless Chromium on the built book (installs Chromium, playwright-core)

@@ -1,5 +1,6 @@
 """The ``rstn`` command line: one subcommand per job, each a thin call into one module.
 
+    rstn mnist [--data-dir DIR]
     rstn data [--seed K] [--n-train N --n-valid N --n-test N] [--out-png PATH]
     rstn train (--row ROW [ROW ...] | --all | --cpu-queue) [--profile smoke|quick|paper|auto]
                [--seed K [K ...]] [--resume] [--force] [--budget 2h30m] [--device DEV]
@@ -78,6 +79,21 @@ def _cmd_data(args: argparse.Namespace) -> int:
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     print(f"wrote {out_png}")
+    return 0
+
+
+def _add_mnist(subparsers) -> None:
+    p = subparsers.add_parser("mnist", help="find (or fetch) and verify the MNIST pickle; print its path",
+                              description="Find mnist.pkl.gz in --data-dir, $RSTN_DATA_DIR or the cache dir, "
+                                          "fetch it when missing, and check its SHA-256.")
+    p.add_argument("--data-dir", type=Path, default=None, help="directory of mnist.pkl.gz")
+    p.set_defaults(func=_cmd_mnist)
+
+
+def _cmd_mnist(args: argparse.Namespace) -> int:
+    from rstn.mnist import mnist_path
+
+    print(mnist_path(args.data_dir))
     return 0
 
 
@@ -239,6 +255,7 @@ def _cmd_chapters(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rstn", description="Recurrent Spatial Transformer Networks, replicated.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_mnist(subparsers)
     _add_data(subparsers)
     _add_train(subparsers)
     _add_table(subparsers)

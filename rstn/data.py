@@ -73,8 +73,11 @@ class SequenceConfig:
             raise ValueError(f"clutter_size must be in 1..{DIGIT_SIZE}, got {self.clutter_size}")
         if not set(self.clutter_sources) <= set(SPLITS) or not self.clutter_sources:
             raise ValueError(f"clutter_sources must name MNIST splits {SPLITS}, got {self.clutter_sources}")
-        if min(self.n_train, self.n_valid, self.n_test, self.n_clutter, self.clutter_pool_size) < 0:
-            raise ValueError("sizes and counts must be >= 0")
+        negative = {name: getattr(self, name) for name in ("n_train", "n_valid", "n_test", "n_clutter",
+                                                            "clutter_pool_size") if getattr(self, name) < 0}
+        if negative:
+            raise ValueError("sizes and counts must be >= 0, got "
+                             + ", ".join(f"{name}={value}" for name, value in negative.items()))
         if self.n_clutter > 0 and self.clutter_pool_size == 0:
             raise ValueError("n_clutter > 0 needs clutter_pool_size > 0")
 

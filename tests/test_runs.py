@@ -209,3 +209,19 @@ def test_cli_corrupt_record_names_the_file_and_force(tmp_path, capsys):
     assert main(["train", "--row", "rnn-spn-d2", "--profile", "smoke", "--results-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert str(bad) in err and "--force" in err and len(err.splitlines()) == 1
+
+
+def test_cli_truncated_mnist_names_the_file_and_the_fix(tmp_path, capsys, mnist_file, monkeypatch):
+    from rstn.cli import main
+
+    broken = tmp_path / "mnist.pkl.gz"
+    broken.write_bytes(mnist_file.read_bytes()[:1000])
+    monkeypatch.setenv("RSTN_DATA_DIR", str(tmp_path))
+    for argv in (["mnist"], ["data", "--n-train", "10", "--n-valid", "10", "--n-test", "10",
+                             "--cache-dir", str(tmp_path / "cache"), "--out-png", str(tmp_path / "x.png")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        # the ChecksumError's own text (both sums and the fix) over a few lines, no traceback
+        assert str(broken) in err and err.count(": error: ") == 1 and "Traceback" not in err
+        assert "fetches it again" in err
+    assert not (tmp_path / "x.png").exists()
