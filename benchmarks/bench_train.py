@@ -14,6 +14,9 @@ FLOPs of one 60k-example epoch over the rows measured (issue 4 quotes ~263 TFLOP
     python benchmarks/bench_train.py --device cpu --rows rnn-spn-d2 ffn-spn-d4 --steps 5
     python benchmarks/bench_train.py --flops-only --batch 20
     python benchmarks/bench_train.py --device cuda --steps 50 --bf16
+    python benchmarks/bench_train.py --compare --rows rnn-spn-d4 rnn-spn-d2 --steps 10 --repeats 3
+
+--compare times the trainer before and after the CPU speed-ups instead (see `compare`).
 """
 
 from __future__ import annotations
@@ -30,18 +33,20 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from rstn.experiments import ROWS
-from rstn.models import build_model, count_parameters
+from rstn.models import build_model, count_parameters, relu_before_pool
 from rstn.optim import LasagneRMSprop
 from rstn.backends import configure_backends, tune_glibc_malloc
 from rstn.train import (
     DeviceSplit,
     TrainConfig,
     _element_clip,
+    evaluate,
     sequence_loss,
     train_epoch,
 )
 
 EPOCH_EXAMPLES = 60_000
+EVAL_EXAMPLES = 20_000  # valid + test, evaluated after every epoch
 
 
 def synchronize(device: torch.device) -> None:
@@ -95,6 +100,63 @@ def time_ours(row: str, images, labels, config: TrainConfig, device, warmup: int
     return (time.perf_counter() - t0) / (len(order) - n_warm)
 
 
+def time_epoch_parts(row: str, images, labels, config: TrainConfig, device, warmup: int,
+                     authors_layer_order: bool = False) -> tuple[float, float]:
+    """Seconds per example of training (`train_epoch`) and of evaluation (`evaluate`), for --compare.
+
+    authors_layer_order: the model in the code's conv-ReLU-pool order (`rstn.models.relu_before_pool`),
+    the trainer before the CPU speed-ups; otherwise the package's model (ReLU after the pool).
+    """
+    torch.manual_seed(0)
+    model = build_model(ROWS[row].model_config())
+    if authors_layer_order:
+        model = relu_before_pool(model)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = LasagneRMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps)
+    split = DeviceSplit.from_split(SimpleNamespace(images=images, labels=labels), device)
+    clip = _element_clip(config, model)
+    order = torch.arange(len(split), device=device)
+    n_warm = warmup * config.batch_size
+    model.train()
+    train_epoch(model, optimizer, split, order[:n_warm], config, clip)
+    synchronize(device)
+    t0 = time.perf_counter()
+    train_epoch(model, optimizer, split, order[n_warm:], config, clip)[0].item()
+    synchronize(device)
+    train_s = (time.perf_counter() - t0) / (len(order) - n_warm)
+    model.eval()
+    t0 = time.perf_counter()
+    evaluate(model, split, config)[0].item()
+    synchronize(device)
+    return train_s, (time.perf_counter() - t0) / len(split)
+
+
+def compare(rows: list[str], images, labels, batch: int, device, warmup: int, repeats: int) -> None:
+    """The trainer before and after the CPU speed-ups, alternately in this process: per-epoch seconds.
+
+    before: the authors' conv-ReLU-pool layer order in channels-first memory; after: the package's
+    defaults (ReLU after each max-pool, channels_last). An epoch = 60,000 training + 20,000 evaluated
+    examples (valid and test), as in the paper profile.
+    """
+    configs = {"before": (TrainConfig(batch_size=batch, channels_last=False), True),
+               "after": (TrainConfig(batch_size=batch), False)}
+    print(f"{'row':<11} {'':>6} {'train ex/s':>10} {'eval ex/s':>10} {'epoch s':>8}")
+    for row in rows:
+        best = {name: (float("inf"), float("inf")) for name in configs}
+        for _ in range(repeats):  # alternate, keep the best: robust to a shared, noisy machine
+            for name, (config, authors) in configs.items():
+                train_s, eval_s = time_epoch_parts(row, images, labels, config, device, warmup, authors)
+                best[name] = (min(best[name][0], train_s), min(best[name][1], eval_s))
+        epoch = {name: EPOCH_EXAMPLES * t + EVAL_EXAMPLES * e for name, (t, e) in best.items()}
+        for name, (t, e) in best.items():
+            print(f"{row:<11} {name:>6} {1 / t:>10.1f} {1 / e:>10.1f} {epoch[name]:>8.1f}")
+        print(f"{row:<11} {'ratio':>6} {best['before'][0] / best['after'][0]:>10.2f} "
+              f"{best['before'][1] / best['after'][1]:>10.2f} {epoch['before'] / epoch['after']:>8.2f}",
+              flush=True)
+
+
 def time_plain(row: str, images, labels, batch: int, device, warmup: int) -> float:
     """Seconds per example of a textbook loop: DataLoader over CPU tensors, torch RMSprop."""
     torch.manual_seed(0)
@@ -137,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="ours: torch.compile")
     parser.add_argument("--tf32", action="store_true", help="both: TF32 matmuls/convolutions (CUDA)")
     parser.add_argument("--flops-only", action="store_true", help="only count FLOPs per example (no timing)")
+    parser.add_argument("--compare", action="store_true",
+                        help="the trainer before/after the CPU speed-ups (layer order, channels_last), train + eval")
     parser.add_argument("--no-malloc-tuning", action="store_true",
                         help="CPU: keep glibc's default malloc (the trainer tunes it; here it applies to both loops)")
     args = parser.parse_args(argv)
@@ -156,8 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# {dt.date.today()}  device {device} ({name}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, batch {args.batch}, {steps} timed steps after {warmup}, "
           f"best of {args.repeats}")
-    print(f"# ours: bf16={args.bf16} channels_last={args.channels_last} compile={args.compile}; "
-          f"backends {backends}")
+    if not args.compare:
+        print(f"# ours: bf16={args.bf16} channels_last={args.channels_last} compile={args.compile}; "
+              f"backends {backends}")
     if args.flops_only:
         total = 0.0
         for row in args.rows:
@@ -168,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{total * EPOCH_EXAMPLES / 1e12:.1f} TFLOP")
         return
     images, labels = make_data((steps + warmup) * args.batch)
+    if args.compare:
+        compare(args.rows, images, labels, args.batch, device, warmup, args.repeats)
+        return
     header = (f"{'row':<11} {'params':>7} {'GFLOP/ex':>9} {'ours ex/s':>10} {'TFLOP/s':>8} "
               f"{'plain ex/s':>11} {'TFLOP/s':>8} {'ours/plain':>10}")
     print(header)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from rstn.models import (
+    relu_before_pool,
     GRU,
     ModelConfig,
     ModelOutput,
@@ -275,3 +276,30 @@ def test_forward_and_backward_under_cpu_bf16_autocast():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_forward_and_backward_under_cuda_bf16_autocast():
     run_under_bf16_autocast("cuda")
+
+
+@pytest.mark.parametrize("kind, d", [("rnn_spn", 2), ("ffn_spn", 4), ("conv_net", 1)])
+def test_relu_after_pool_is_the_same_function_and_gradient(kind, d):
+    """Pooling before the ReLU (models.pool_relu) changes nothing: outputs and gradients are bit-identical
+    to the authors' conv-ReLU-pool order, with dropout on."""
+    torch.manual_seed(5)
+    model = make(kind, d, dropout=0.3).train()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # away from the identity theta
+    reference = relu_before_pool(model)
+    assert sum(isinstance(m, nn.ReLU) for m in reference.modules()) == \
+        sum(isinstance(m, nn.ReLU) for m in model.modules())
+    assert not any(isinstance(m, nn.Sequential) and [type(x) for x in m] == [nn.MaxPool2d, nn.ReLU]
+                   for m in reference.modules())
+    x = torch.rand(6, 1, 100, 100)
+    outputs = []
+    for net in (model, reference):
+        torch.manual_seed(9)  # the same dropout masks
+        out = net(x).logits
+        out.square().sum().backward()
+        outputs.append((out, {n: p.grad.clone() for n, p in net.named_parameters()}))
+    (a, grads_a), (b, grads_b) = outputs
+    assert torch.equal(a, b)
+    assert grads_a.keys() == grads_b.keys() and all(torch.equal(grads_a[k], grads_b[k]) for k in grads_a)
+    assert model.state_dict().keys() == reference.state_dict().keys()
