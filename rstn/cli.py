@@ -5,6 +5,8 @@
     rstn train (--row ROW [ROW ...] | --all | --cpu-queue) [--profile smoke|quick|paper|auto]
                [--seed K [K ...]] [--resume] [--force] [--budget 2h30m] [--device DEV]
                [--results-dir DIR] [--checkpoint-dir DIR] [--checkpoint-every N] [--set FIELD=VALUE ...]
+    rstn sweep (--row ROW [ROW ...] | --all) [--profile P] [--seeds K ...] [--executor local|slurm|debug]
+               [--concurrency N] [--gpus N] [--budget 9m] [--out DIR] [--resume-from ARCHIVE] [--set ...]
     rstn table [--profile PROFILE] [--results-dir DIR]
     rstn replicate [--profile smoke|quick|paper|auto] [--seeds K ...] [--rows ROW ...] [--force]
                    [--device DEV] [--into-book]
@@ -173,6 +175,68 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _add_sweep(subparsers) -> None:
+    p = subparsers.add_parser("sweep", help="many runs at once through submitit (one machine, its GPUs, or Slurm)",
+                              description="Train rows x seeds through submitit: on this machine in --concurrency "
+                                          "lanes (sharing a GPU, or one GPU each with --gpus), or one Slurm job per "
+                                          "run. Each job stops cleanly before --budget; --out packs the results "
+                                          "into one archive that --resume-from continues.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--row", nargs="+", metavar="ROW", help="row name(s)")
+    which.add_argument("--all", action="store_true", help="all nine rows")
+    p.add_argument("--profile", default="paper", help="smoke | quick | paper (default: %(default)s)")
+    p.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], metavar="K")
+    p.add_argument("--executor", choices=("local", "slurm", "debug"), default="local",
+                   help="local: subprocesses here (default); slurm: one job per run; debug: in this process")
+    p.add_argument("--concurrency", type=int, default=1, help="local: jobs at once (default: %(default)s)")
+    p.add_argument("--gpus", type=int, default=0, help="local: GPUs to spread the jobs over; slurm: per job")
+    p.add_argument("--slurm-partition", default=None)
+    p.add_argument("--budget", default=None, metavar="DURATION",
+                   help="every job stops cleanly at an epoch boundary before this much time has passed")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="write DIR/sweep-<profile>.tar.gz (results, and checkpoints where they fit, < 16 MiB)")
+    p.add_argument("--resume-from", type=Path, default=None, metavar="ARCHIVE",
+                   help="unpack an archive of an earlier sweep first and continue its runs")
+    p.add_argument("--fresh", action="store_true", help="do not resume runs in progress: start them over")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="(default: %(default)s)")
+    p.add_argument("--checkpoint-dir", type=Path, default=None, help="(default: as rstn train)")
+    p.add_argument("--checkpoint-every", type=int, default=5, metavar="N",
+                   help="epochs between checkpoints (default: %(default)s; always at the deadline)")
+    p.add_argument("--log-dir", type=Path, default=Path("_build/sweep"), help="submitit's job folder")
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="override TrainConfig fields (part of each run's config)")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from rstn import sweep
+    from rstn.train import parse_duration
+
+    budget_s = parse_duration(args.budget) if args.budget is not None else None
+    if args.resume_from is not None:
+        manifest = sweep.unpack(args.resume_from, args.results_dir, args.checkpoint_dir)
+        print(f"rstn sweep: unpacked {args.resume_from}: {len(manifest.get('checkpoints', []))} checkpoints"
+              + (f"; left out then (those runs start over): {', '.join(manifest['left_out'])}"
+                 if manifest.get("left_out") else ""), file=sys.stderr)
+    overrides = _parse_overrides(args.overrides)
+    summaries = sweep.sweep(None if args.all else args.row, args.profile, args.seeds, executor=args.executor,
+                            concurrency=args.concurrency, gpus=args.gpus, results_dir=args.results_dir,
+                            checkpoint_root=args.checkpoint_dir, device=args.device, budget_s=budget_s,
+                            resume=not args.fresh, checkpoint_every=args.checkpoint_every, log_dir=args.log_dir,
+                            slurm_partition=args.slurm_partition, **overrides)
+    if args.out is not None:
+        configs = sweep.plan(None if args.all else args.row, args.profile, args.seeds, 1, args.device,
+                             **overrides).configs
+        archive = args.out / f"sweep-{args.profile}.tar.gz"
+        manifest = sweep.pack(archive, configs, args.results_dir, args.checkpoint_dir)
+        print(f"rstn sweep: wrote {archive} ({archive.stat().st_size / 2**20:.1f} MiB, "
+              f"{len(manifest['checkpoints'])} checkpoints"
+              + (f"; left out: {', '.join(manifest['left_out'])}" if manifest["left_out"] else "") + ")",
+              file=sys.stderr)
+    return 1 if any(s["status"] == "diverged" for s in summaries) else 0
+
+
 def _add_table(subparsers) -> None:
     p = subparsers.add_parser("table", help="print Table 1: ours (mean ± std over seeds) vs the paper",
                               description="Print the per-digit test error of every row, ours vs the paper.")
@@ -258,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mnist(subparsers)
     _add_data(subparsers)
     _add_train(subparsers)
+    _add_sweep(subparsers)
     _add_table(subparsers)
     _add_replicate(subparsers)
     _add_chapters(subparsers)

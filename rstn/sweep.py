@@ -1,0 +1,241 @@
+"""Many runs at once through submitit: several jobs on one machine (one GPU shared, or one GPU each), or
+a Slurm cluster; deadlines; results that travel in one archive.
+
+A sweep is (row x seed) runs of one profile. On a machine (`executor="local"`), the runs are dealt into
+`concurrency` lanes, balanced by their cost per epoch, and each lane is one submitit job that trains its
+runs one after another (`rstn.runs.train_all`); with `gpus` > 1 the lanes take the GPUs in turn. On Slurm
+(`executor="slurm"`) every run is its own job and Slurm schedules them. The data are generated once, before
+anything is submitted, into the disk cache that every job then only reads.
+
+With a deadline (wall-clock, `time.time()`), each job stops cleanly at an epoch boundary before it: the
+run's run.json says status "running", stop_reason "time_budget". `pack` puts the results (run.json,
+train.log, attention.npz) and, where they fit, the checkpoints of unfinished runs into one .tar.gz under
+a size limit (16 MiB: what a device call can give back), with a manifest of what was left out; `unpack`
+puts them back, and a later sweep with resume=True continues every run whose checkpoint travelled (the
+others start over, and say so).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rstn.experiments import ROWS, RunConfig, get_row, run_config, run_dir
+from rstn.results import RUN_FILE
+from rstn.train import ATTENTION_NAME, CHECKPOINT_NAME, LOG_NAME
+
+ARCHIVE_LIMIT = 16 * 2**20  # bytes: the largest file a device call gives back
+MANIFEST_NAME = "manifest.json"
+# Relative training cost per epoch (GFLOP per example, forward + backward: benchmarks/README.md), used
+# to balance the lanes.
+COST = {"rnn-spn-d1": 0.616, "rnn-spn-d2": 0.149, "rnn-spn-d3": 0.064, "rnn-spn-d4": 0.042,
+        "ffn-spn-d1": 1.486, "ffn-spn-d2": 0.328, "ffn-spn-d3": 0.117, "ffn-spn-d4": 0.062, "conv-net": 1.454}
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The runs of a sweep and how they are dealt: lanes[i] is the list of runs job i trains in order."""
+
+    configs: tuple[RunConfig, ...]
+    lanes: tuple[tuple[RunConfig, ...], ...]
+
+
+def plan(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], concurrency: int,
+         device: str | None = None, **train_overrides) -> SweepPlan:
+    """Resolve the runs and deal them into `concurrency` lanes of about equal cost (largest first)."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    names = [get_row(r).name for r in rows] if rows is not None else list(ROWS)
+    configs = [run_config(r, profile, s, device=device, **train_overrides) for s in seeds for r in names]
+    lanes: list[list[RunConfig]] = [[] for _ in range(min(concurrency, len(configs)))]
+    load = [0.0] * len(lanes)
+    for config in sorted(configs, key=lambda c: -COST[c.row]):
+        i = load.index(min(load))
+        lanes[i].append(config)
+        load[i] += COST[config.row]
+    return SweepPlan(tuple(configs), tuple(tuple(lane) for lane in lanes))
+
+
+def run_lane(configs: Sequence[RunConfig], results_dir: str, checkpoint_root: str | None, device: str | None,
+             deadline: float | None, resume: bool, checkpoint_every: int) -> list[dict]:
+    """One job: train `configs` in order until done or out of time (the body submitit runs).
+
+    deadline: wall-clock seconds (`time.time()`), turned into this process's monotonic clock.
+    Returns one summary per run: {row, seed, status[, epochs, test_error]}.
+    """
+    from rstn.runs import train_run
+    from rstn.train import NonFiniteLossError
+
+    summaries = []
+    for config in configs:
+        summary = {"row": config.row, "seed": config.seed}
+        left = None if deadline is None else deadline - time.time()
+        if left is not None and left <= 0:
+            summaries.append(summary | {"status": "not started"})
+            continue
+        try:
+            result = train_run(config, results_dir=results_dir, checkpoint_root=checkpoint_root, device=device,
+                               resume=resume, deadline=None if left is None else time.monotonic() + left,
+                               checkpoint_every=checkpoint_every, progress="text")
+        except NonFiniteLossError:
+            summaries.append(summary | {"status": "diverged"})
+            continue
+        summaries.append(summary | {"status": result.status, "epochs": result.record.epochs_run,
+                                    "test_error": result.test_error})
+    return summaries
+
+
+def prepare_data(configs: Iterable[RunConfig]) -> None:
+    """Generate each distinct data set once, into the disk cache the jobs read."""
+    from rstn.data import load_sequences
+
+    seen = set()
+    for config in configs:
+        key = repr((config.data, config.data_seed))
+        if key not in seen:
+            seen.add(key)
+            load_sequences(config.data, seed=config.data_seed)
+
+
+def make_executor(kind: str, folder: str | Path, *, timeout_min: float, gpus: int = 0,
+                  slurm_partition: str | None = None, slurm_array_parallelism: int | None = None):
+    """A submitit executor: 'local' (subprocesses on this machine), 'slurm', or 'debug' (in this process)."""
+    import submitit
+
+    if kind == "local":
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=timeout_min)
+    elif kind == "debug":
+        executor = submitit.DebugExecutor(folder=folder)
+    elif kind == "slurm":
+        executor = submitit.SlurmExecutor(folder=folder)
+        executor.update_parameters(time=int(timeout_min) + 1, gres=f"gpu:{max(gpus, 1)}" if gpus else None,
+                                   partition=slurm_partition, array_parallelism=slurm_array_parallelism or 64)
+    else:
+        raise ValueError(f"executor must be 'local', 'slurm' or 'debug', got {kind!r}")
+    return executor
+
+
+def sweep(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], *, executor: str = "local",
+          concurrency: int = 1, gpus: int = 0, results_dir: str | Path = "results",
+          checkpoint_root: str | Path | None = None, device: str | None = None, budget_s: float | None = None,
+          resume: bool = True, checkpoint_every: int = 1, log_dir: str | Path = "_build/sweep",
+          slurm_partition: str | None = None, **train_overrides) -> list[dict]:
+    """Train (row x seed) runs through submitit and wait for them; returns one summary per run.
+
+    Args:
+        executor: 'local' (`concurrency` lanes on this machine; with `gpus` > 1 lane i uses GPU i % gpus),
+            'slurm' (one job per run) or 'debug' (lanes one after another in this process).
+        budget_s: every job stops cleanly at an epoch boundary before this many seconds from now.
+        log_dir: submitit's folder (job logs, pickled calls).
+    """
+    deadline = time.time() + budget_s if budget_s is not None else None
+    the_plan = plan(rows, profile, seeds, 1 if executor == "slurm" else concurrency, device, **train_overrides)
+    prepare_data(the_plan.configs)
+    lanes = [(c,) for c in the_plan.configs] if executor == "slurm" else the_plan.lanes
+    timeout_min = (budget_s / 60 + 5) if budget_s is not None else 60 * 24 * 3
+    ex = make_executor(executor, log_dir, timeout_min=timeout_min, gpus=gpus, slurm_partition=slurm_partition)
+    args = (str(results_dir), None if checkpoint_root is None else str(checkpoint_root), device, deadline, resume,
+            checkpoint_every)
+    jobs = []
+    for i, lane in enumerate(lanes):
+        if executor == "local" and gpus:
+            ex.update_parameters(gpus_per_node=1, visible_gpus=(i % gpus,))
+        jobs.append(ex.submit(run_lane, list(lane), *args))
+        print(f"sweep: job {jobs[-1].job_id}: " + ", ".join(f"{c.row}/seed{c.seed}" for c in lane), flush=True)
+    summaries = [s for job in jobs for s in job.result()]
+    for s in summaries:
+        error = "" if s.get("test_error") is None else f", test error {100 * s['test_error']:.2f}%"
+        print(f"sweep: {s['row']}/seed{s['seed']}: {s['status']}"
+              + (f" after {s['epochs']} epochs" if "epochs" in s else "") + error, flush=True)
+    return summaries
+
+
+def pack(archive: str | Path, configs: Iterable[RunConfig], results_dir: str | Path = "results",
+         checkpoint_root: str | Path | None = None, limit: int = ARCHIVE_LIMIT) -> dict:
+    """Write results (and checkpoints of unfinished runs where they fit) to one .tar.gz under `limit` bytes.
+
+    Layout inside: results/<profile>/<row>/seed<k>/{run.json, train.log, attention.npz},
+    checkpoints/<profile>/<row>/seed<k>/checkpoint.pt, manifest.json ({"checkpoints": [...],
+    "left_out": [...], "limit": ...}). Checkpoints are taken smallest first while the archive stays under
+    the limit (they are float weights and barely compress).
+
+    Returns:
+        the manifest.
+    """
+    from rstn.results import read_run
+    from rstn.runs import checkpoint_dir
+
+    checkpoint_root = Path(checkpoint_root) if checkpoint_root is not None else checkpoint_dir()
+    archive = Path(archive)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    members, candidates = [], []
+    for config in configs:
+        folder = run_dir(results_dir, config.profile, config.row, config.seed)
+        if not (folder / RUN_FILE).exists():
+            continue
+        for name in (RUN_FILE, LOG_NAME, ATTENTION_NAME):
+            if (folder / name).exists():
+                members.append((folder / name, f"results/{config.profile}/{config.row}/seed{config.seed}/{name}"))
+        ckpt = run_dir(checkpoint_root, config.profile, config.row, config.seed) / CHECKPOINT_NAME
+        if ckpt.exists() and not read_run(folder / RUN_FILE).finished:
+            candidates.append((ckpt, f"checkpoints/{config.profile}/{config.row}/seed{config.seed}/{CHECKPOINT_NAME}"))
+    # results compress well; leave a margin of 1 MiB for them, the manifest and tar's headers
+    room = limit - 2**20 - sum(path.stat().st_size for path, _ in members) // 3
+    manifest = {"limit": limit, "checkpoints": [], "left_out": []}
+    for path, name in sorted(candidates, key=lambda pc: pc[0].stat().st_size):
+        size = path.stat().st_size
+        if size <= room:
+            members.append((path, name))
+            manifest["checkpoints"].append(name)
+            room -= size
+        else:
+            manifest["left_out"].append(f"{name} ({size / 2**20:.1f} MiB)")
+    tmp = archive.with_name(archive.name + ".tmp")
+    with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+        for path, name in members:
+            tar.add(path, arcname=name)
+        data = json.dumps(manifest, indent=1).encode()
+        info = tarfile.TarInfo(MANIFEST_NAME)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    size = tmp.stat().st_size
+    if size > limit:
+        tmp.unlink()
+        raise ValueError(f"{archive} would be {size} bytes, over the limit of {limit}")
+    tmp.replace(archive)
+    return manifest
+
+
+def unpack(archive: str | Path, results_dir: str | Path = "results",
+           checkpoint_root: str | Path | None = None) -> dict:
+    """Put an archive of `pack` back: results under `results_dir`, checkpoints under `checkpoint_root`.
+
+    Returns:
+        the manifest. Raises ValueError on a member outside those two folders.
+    """
+    from rstn.runs import checkpoint_dir
+
+    checkpoint_root = Path(checkpoint_root) if checkpoint_root is not None else checkpoint_dir()
+    roots = {"results": Path(results_dir), "checkpoints": checkpoint_root}
+    manifest = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar.getmembers():
+            if member.name == MANIFEST_NAME:
+                manifest = json.load(tar.extractfile(member))
+                continue
+            top, _, rest = member.name.partition("/")
+            if top not in roots or not member.isfile() or ".." in Path(rest).parts or Path(rest).is_absolute():
+                raise ValueError(f"{archive}: unexpected member {member.name!r}")
+            target = roots[top] / rest
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(member) as source:
+                tmp = target.with_name(target.name + ".tmp")
+                tmp.write_bytes(source.read())
+                tmp.replace(target)
+    return manifest

@@ -1,0 +1,91 @@
+"""The sweep's whole path on a CPU: submitit's local executor, the smoke profile, a deadline that stops the
+run mid-way, the archive that carries it, and the resume from that archive."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+
+from rstn import sweep
+from rstn.experiments import run_config
+from rstn.results import RUN_FILE, read_run, without_timing
+
+pytest.importorskip("submitit")
+
+LONG = dict(max_epochs=300, patience=300)  # no run ends by itself within the test's deadlines
+
+
+def test_plan_deals_runs_into_lanes_of_equal_cost():
+    the_plan = sweep.plan(None, "smoke", [0, 1, 2], concurrency=9)
+    assert len(the_plan.configs) == 27 and len(the_plan.lanes) == 9
+    assert sorted(c.row + str(c.seed) for lane in the_plan.lanes for c in lane) == \
+        sorted(c.row + str(c.seed) for c in the_plan.configs)
+    costs = [sum(sweep.COST[c.row] for c in lane) for lane in the_plan.lanes]
+    assert max(costs) <= 1.5 * sum(costs) / len(costs)  # the three d=1 rows x 3 seeds dominate
+    with pytest.raises(ValueError, match="concurrency"):
+        sweep.plan(None, "smoke", [0], concurrency=0)
+
+
+def test_local_sweep_deadline_archive_and_resume(tmp_path, mnist_file):
+    results, ckpts = tmp_path / "results", tmp_path / "ckpt"
+    rows = ["ffn-spn-d4"]
+    summaries = sweep.sweep(rows, "smoke", [0], executor="local", concurrency=1, results_dir=results,
+                            checkpoint_root=ckpts, device="cpu", budget_s=12, checkpoint_every=3,
+                            log_dir=tmp_path / "jobs", **LONG)
+    assert [s["status"] for s in summaries] == ["running"]  # stopped by the deadline, resumable
+    record = read_run(results / "smoke" / "ffn-spn-d4" / "seed0" / RUN_FILE)
+    assert record.stop_reason == "time_budget" and 0 < record.epochs_run < 300
+    first_epochs = record.epochs_run
+
+    config = run_config("ffn-spn-d4", "smoke", 0, **LONG)
+    archive = tmp_path / "out" / "sweep-smoke.tar.gz"
+    manifest = sweep.pack(archive, [config], results, ckpts)
+    assert archive.stat().st_size < sweep.ARCHIVE_LIMIT
+    assert manifest["checkpoints"] == ["checkpoints/smoke/ffn-spn-d4/seed0/checkpoint.pt"]
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"results/smoke/ffn-spn-d4/seed0/run.json", "results/smoke/ffn-spn-d4/seed0/train.log",
+            "results/smoke/ffn-spn-d4/seed0/attention.npz", "manifest.json"} <= names
+
+    # another machine: nothing but the archive
+    results2, ckpts2 = tmp_path / "results2", tmp_path / "ckpt2"
+    sweep.unpack(archive, results2, ckpts2)
+    resumed = sweep.sweep(rows, "smoke", [0], executor="debug", results_dir=results2, checkpoint_root=ckpts2,
+                          device="cpu", budget_s=4, log_dir=tmp_path / "jobs2", **LONG)
+    record2 = read_run(results2 / "smoke" / "ffn-spn-d4" / "seed0" / RUN_FILE)
+    assert resumed[0]["status"] == "running" and record2.epochs_run > first_epochs
+    assert len(record2.sessions) == 2 and record2.sessions[1]["first_epoch"] <= first_epochs
+
+    # the same epochs in one go, uninterrupted
+    straight = run_config("ffn-spn-d4", "smoke", 0, max_epochs=record2.epochs_run, patience=300)
+    from rstn.runs import train_run
+
+    one_go = train_run(straight, results_dir=tmp_path / "results3", checkpoint_root=tmp_path / "ckpt3",
+                       device="cpu", progress="none")
+    assert without_timing(one_go.history) == without_timing(record2.history)
+
+
+def test_pack_leaves_out_checkpoints_that_do_not_fit(tmp_path):
+    config = run_config("ffn-spn-d4", "smoke", 0)
+    folder = tmp_path / "results" / "smoke" / "ffn-spn-d4" / "seed0"
+    folder.mkdir(parents=True)
+    from tests.test_results import make_record  # a valid record, in progress
+    import dataclasses
+
+    from rstn.results import write_run
+
+    write_run(folder / RUN_FILE, dataclasses.replace(make_record(), row="ffn-spn-d4", status="running",
+                                                     stop_reason="time_budget", config=config.to_dict()))
+    ckpt = tmp_path / "ckpt" / "smoke" / "ffn-spn-d4" / "seed0" / "checkpoint.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"\0" * (3 * 2**20))
+    manifest = sweep.pack(tmp_path / "a.tar.gz", [config], tmp_path / "results", tmp_path / "ckpt",
+                          limit=3 * 2**20)
+    assert manifest["checkpoints"] == [] and manifest["left_out"][0].startswith(
+        "checkpoints/smoke/ffn-spn-d4/seed0/checkpoint.pt (3.0 MiB)")
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        tar.add(folder / RUN_FILE, arcname="../escape/run.json")
+    with pytest.raises(ValueError, match="unexpected member"):
+        sweep.unpack(bad, tmp_path / "r", tmp_path / "c")
