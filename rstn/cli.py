@@ -7,6 +7,7 @@
                [--results-dir DIR] [--checkpoint-dir DIR] [--checkpoint-every N] [--set FIELD=VALUE ...]
     rstn sweep (--row ROW [ROW ...] | --all) [--profile P] [--seeds K ...] [--executor local|slurm|debug]
                [--concurrency N] [--gpus N] [--budget 9m] [--out DIR] [--resume-from ARCHIVE] [--set ...]
+    rstn unpack ARCHIVE [--results-dir DIR] [--checkpoint-dir DIR]
     rstn table [--profile PROFILE] [--results-dir DIR]
     rstn replicate [--profile smoke|quick|paper|auto] [--seeds K ...] [--rows ROW ...] [--force]
                    [--device DEV] [--into-book]
@@ -237,6 +238,25 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if any(s["status"] == "diverged" for s in summaries) else 0
 
 
+def _add_unpack(subparsers) -> None:
+    p = subparsers.add_parser("unpack", help="put a sweep's archive back: results/ and the checkpoints",
+                              description="Unpack an archive written by `rstn sweep --out` into the results "
+                                          "folder (run.json, train.log, attention.npz) and the checkpoint folder.")
+    p.add_argument("archive", type=Path)
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="(default: %(default)s)")
+    p.add_argument("--checkpoint-dir", type=Path, default=None, help="(default: as rstn train)")
+    p.set_defaults(func=_cmd_unpack)
+
+
+def _cmd_unpack(args: argparse.Namespace) -> int:
+    from rstn.sweep import unpack
+
+    manifest = unpack(args.archive, args.results_dir, args.checkpoint_dir)
+    print(f"unpacked {args.archive} into {args.results_dir}: {len(manifest.get('checkpoints', []))} checkpoints"
+          + (f"; not in it: {', '.join(manifest['left_out'])}" if manifest.get("left_out") else ""))
+    return 0
+
+
 def _add_table(subparsers) -> None:
     p = subparsers.add_parser("table", help="print Table 1: ours (mean ± std over seeds) vs the paper",
                               description="Print the per-digit test error of every row, ours vs the paper.")
@@ -323,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(subparsers)
     _add_train(subparsers)
     _add_sweep(subparsers)
+    _add_unpack(subparsers)
     _add_table(subparsers)
     _add_replicate(subparsers)
     _add_chapters(subparsers)

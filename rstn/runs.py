@@ -54,7 +54,7 @@ from rstn.train import (
 
 # TrainConfig fields that change speed or float rounding, never the protocol: a run may be resumed, or
 # a finished one kept, when only these differ.
-RESULT_NEUTRAL_FIELDS = ("eval_batch_size", "cudnn_benchmark", "channels_last", "compile")
+RESULT_NEUTRAL_FIELDS = ("eval_batch_size", "cudnn_benchmark", "channels_last", "compile", "compile_mode")
 
 
 class RunInProgressError(RuntimeError):

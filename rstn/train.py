@@ -92,10 +92,14 @@ class TrainConfig:
     # convolutions round differently, within the tolerance tests/test_speed_parity.py states
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (on a 2-core CPU it made training steps slower)
+    # torch.compile's mode: "reduce-overhead" captures CUDA graphs (a GPU step is many small kernels)
+    compile_mode: str = "default"
     tf32: bool = False  # TF32 matmuls/convolutions on CUDA; Theano ran in float32
     cudnn_benchmark: bool = True  # cuDNN autotuning: speed only (can change float rounding on CUDA)
 
     def __post_init__(self) -> None:
+        if self.compile_mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+            raise ValueError(f"compile_mode must be a torch.compile mode, got {self.compile_mode!r}")
         for name in ("element_clip", "dropout_ramp"):
             if getattr(self, name) not in ("model", "always", "never"):
                 raise ValueError(f"{name} must be 'model', 'always' or 'never', got {getattr(self, name)!r}")
@@ -187,13 +191,17 @@ class DeviceSplit:
 
     @classmethod
     def from_split(cls, split: SplitLike, device: torch.device) -> DeviceSplit:
-        images = torch.as_tensor(split.images).to(device)
+        """The split on `device`; off the CPU as float16 when that is exact, converted on the host first.
+
+        The generator's pixels are k/256 (k <= 256), exact in float16: half the device memory and bandwidth.
+        Converting on the host keeps the float32 copy off the device (a 60k-image split: 2.4 GB of it).
+        """
+        images = torch.as_tensor(split.images)
         if device.type != "cpu":
-            # The generator's pixels are k/256 (k <= 256), exact in float16: half the memory and bandwidth.
             half = images.to(torch.float16)
-            if torch.equal(half.float(), images.float()):
+            if torch.equal(half.to(images.dtype), images):
                 images = half
-        return cls(images, torch.as_tensor(split.labels, dtype=torch.int64).to(device))
+        return cls(images.to(device), torch.as_tensor(split.labels, dtype=torch.int64).to(device))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -557,7 +565,7 @@ def fit(
                 "best_state": state.best_state, "rng": rng_state(), "elapsed_s": state.elapsed_s,
                 "sessions": state.sessions, "started_at": state.started_at, "extra": extra})
 
-    step_model = torch.compile(model) if config.compile else model
+    step_model = torch.compile(model, mode=config.compile_mode) if config.compile else model
     n_valid_digits = splits["valid"].labels.numel()
     last_saved = start_epoch - 1
 
