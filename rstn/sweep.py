@@ -66,14 +66,16 @@ def run_lane(configs: Sequence[RunConfig], results_dir: str, checkpoint_root: st
     """One job: train `configs` in order until done or out of time (the body submitit runs).
 
     deadline: wall-clock seconds (`time.time()`), turned into this process's monotonic clock.
-    Returns one summary per run: {row, seed, status[, epochs, test_error]}.
+    Returns one summary per run: {row, seed, threads, status[, epochs, test_error]}.
     """
+    import torch
+
     from rstn.runs import train_run
     from rstn.train import NonFiniteLossError
 
     summaries = []
     for config in configs:
-        summary = {"row": config.row, "seed": config.seed}
+        summary = {"row": config.row, "seed": config.seed, "threads": torch.get_num_threads()}
         left = None if deadline is None else deadline - time.time()
         if left is not None and left <= 0:
             summaries.append(summary | {"status": "not started"})

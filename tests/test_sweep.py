@@ -6,6 +6,7 @@ from __future__ import annotations
 import tarfile
 
 import pytest
+import torch
 
 from rstn import sweep
 from rstn.experiments import run_config
@@ -48,22 +49,31 @@ def test_local_sweep_deadline_archive_and_resume(tmp_path, mnist_file):
     assert {"results/smoke/ffn-spn-d4/seed0/run.json", "results/smoke/ffn-spn-d4/seed0/train.log",
             "results/smoke/ffn-spn-d4/seed0/attention.npz", "manifest.json"} <= names
 
-    # another machine: nothing but the archive
+    # another machine: nothing but the archive; float sums depend on the thread count: use the job's
     results2, ckpts2 = tmp_path / "results2", tmp_path / "ckpt2"
     sweep.unpack(archive, results2, ckpts2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(summaries[0]["threads"])
+    try:
+        resumed, one_go, record2 = _resume_and_run_straight(tmp_path, results2, ckpts2, rows)
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed[0]["status"] == "running" and record2.epochs_run > first_epochs
+    assert len(record2.sessions) == 2 and record2.sessions[1]["first_epoch"] <= first_epochs
+    assert without_timing(one_go.history) == without_timing(record2.history)
+
+
+def _resume_and_run_straight(tmp_path, results2, ckpts2, rows):
+    """Resume the unpacked run in this process (debug executor), then the same epochs in one go."""
+    from rstn.runs import train_run
+
     resumed = sweep.sweep(rows, "smoke", [0], executor="debug", results_dir=results2, checkpoint_root=ckpts2,
                           device="cpu", budget_s=4, log_dir=tmp_path / "jobs2", **LONG)
     record2 = read_run(results2 / "smoke" / "ffn-spn-d4" / "seed0" / RUN_FILE)
-    assert resumed[0]["status"] == "running" and record2.epochs_run > first_epochs
-    assert len(record2.sessions) == 2 and record2.sessions[1]["first_epoch"] <= first_epochs
-
-    # the same epochs in one go, uninterrupted
     straight = run_config("ffn-spn-d4", "smoke", 0, max_epochs=record2.epochs_run, patience=300)
-    from rstn.runs import train_run
-
     one_go = train_run(straight, results_dir=tmp_path / "results3", checkpoint_root=tmp_path / "ckpt3",
                        device="cpu", progress="none")
-    assert without_timing(one_go.history) == without_timing(record2.history)
+    return resumed, one_go, record2
 
 
 def test_pack_leaves_out_checkpoints_that_do_not_fit(tmp_path):
