@@ -150,13 +150,16 @@ class RunResult:
 
 
 def git_info() -> dict:
-    """{commit, dirty} of the checkout the package runs from ({None, None} outside git)."""
+    """{commit, dirty} of the checkout the package runs from ({None, None} outside git); dirty: uncommitted
+    changes to tracked files outside results/ and book/."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 check=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, check=True, timeout=10).stdout
+        # outputs (results/, the executed book/) change while runs train; only code counts as dirty
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                 ".", ":!results", ":!book"], capture_output=True, text=True, check=True,
+                                timeout=10).stdout
         return {"commit": commit, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
