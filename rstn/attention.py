@@ -16,6 +16,7 @@ best-validation epoch) with :func:`load_saved_attention`, and score it with :fun
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from rstn import experiments, results
+from rstn.data import SequenceConfig, cache_path, generate_sequences, load_sequences
 
 ArrayT = Any  # an np.ndarray or a torch.Tensor: the conversions below keep the type they are given
 
@@ -259,10 +263,6 @@ class SavedAttention:
 def _test_split(data: dict, data_dir: str | Path | None):
     """The test split of a run's data config (as saved in run.json): from the sequence cache when it holds
     it, else generated alone (its random stream does not depend on the training and validation sizes)."""
-    import dataclasses
-
-    from rstn.data import SequenceConfig, cache_path, generate_sequences, load_sequences
-
     # run.json stores tuples as lists
     config = SequenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["data"].items()})
     seed = data["data_seed"]
@@ -288,8 +288,6 @@ def load_saved_attention(results_dir: str | Path = "results", profile: str | Non
         ValueError: the runs disagree on the test images they saved, or the regenerated test split differs
             from what they saved (labels or boxes).
     """
-    from rstn import experiments, results
-
     profile = profile or results.default_table_profile(results_dir)
     names = [r for r in (rows or experiments.ROWS) if experiments.get_row(r).d is not None]  # conv net: no theta
     runs, first, record = [], None, None

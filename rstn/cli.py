@@ -150,7 +150,7 @@ def _parse_overrides(items: list[str]) -> dict:
 def _cmd_train(args: argparse.Namespace) -> int:
     from rstn.experiments import CPU_QUEUE
     from rstn.runs import train_all
-    from rstn.train import format_duration, parse_duration
+    from rstn.progress import format_duration, parse_duration
 
     budget_s = parse_duration(args.budget) if args.budget is not None else None
     if args.checkpoint_every < 1:
@@ -212,7 +212,7 @@ def _add_sweep(subparsers) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from rstn import sweep
-    from rstn.train import parse_duration
+    from rstn.progress import parse_duration
 
     budget_s = parse_duration(args.budget) if args.budget is not None else None
     if args.resume_from is not None:

@@ -30,8 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-# the saved runs' attention is read in rstn.attention; these names stay importable from here
-from rstn.attention import AttentionRun, SavedAttention, load_saved_attention, normalised_to_pixels  # noqa: F401
+from rstn.attention import AttentionRun, SavedAttention, normalised_to_pixels
 from rstn.sampler import output_size, transform
 
 ASSETS = "assets"
@@ -187,8 +186,8 @@ def attention_explorer(images: np.ndarray, labels: np.ndarray, runs: Sequence[At
 
 
 def saved_attention_explorer(saved: SavedAttention):
-    """The attention explorer of saved runs (:func:`load_saved_attention`), labelled with their profile,
-    as a notebook output (``IPython.display.HTML``)."""
+    """The attention explorer of saved runs (:func:`rstn.attention.load_saved_attention`), labelled with
+    their profile, as a notebook output (``IPython.display.HTML``)."""
     from IPython.display import HTML
 
     note = (f"Runs of profile '{saved.profile}' (seed {saved.seed}: {saved.description}); "

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rstn.experiments import CPU_QUEUE, PROFILES, ROWS, get_row, resolve_profile
-from rstn.train import format_duration
+from rstn.progress import format_duration
 
 SCHEMA_VERSION = 2
 RUN_FILE = "run.json"

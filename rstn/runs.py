@@ -29,6 +29,7 @@ from torch import nn
 from rstn.attention import attention_arrays
 from rstn.backends import backend_settings, device_name, resolve_device
 from rstn.experiments import ROWS, RunConfig, get_row, run_config, run_dir
+from rstn.progress import ProgressLog, format_duration, progress_mode, utc_now
 from rstn.results import (
     RUN_FILE,
     ResultsError,
@@ -43,13 +44,9 @@ from rstn.train import (
     LOG_NAME,
     FitResult,
     NonFiniteLossError,
-    ProgressLog,
     SplitLike,
     fit,
-    format_duration,
     load_checkpoint,
-    progress_mode,
-    utc_now,
 )
 
 # TrainConfig fields that change speed or float rounding, never the protocol: a run may be resumed, or

@@ -30,9 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Glimpse boxes and their IoU live with the rest of the attention code; imported here for older callers.
-from rstn.attention import box_iou, theta_box  # noqa: F401
-
 METHODS = ("torch", "equations", "lasagne2015")
 KERNELS = ("bilinear", "nearest")
 

@@ -32,13 +32,10 @@ This module knows nothing of Table 1: a run on disk (results folder, run.json, s
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import math
 import os
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +49,7 @@ from torch import nn
 
 from rstn.backends import configure_backends, resolve_device, tune_glibc_malloc
 from rstn.optim import LasagneRMSprop, clip_gradients, learning_rate
+from rstn.progress import ProgressLog, format_duration, progress_mode, utc_now
 
 CHECKPOINT_NAME = "checkpoint.pt"  # git-ignored by the pattern results/**/checkpoint*.pt
 LOG_NAME = "train.log"
@@ -139,8 +137,6 @@ class SplitLike(Protocol):
     labels: Any  # (N, T) int
 
 
-# ---- loss and metrics -----------------------------------------------------------------------------------
-
 
 def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, softmax_tol: float = 1e-5) -> torch.Tensor:
     """Mean over the B x T digits of -log(softmax(logits)[label] + softmax_tol).
@@ -179,8 +175,6 @@ def sequence_error(predictions: torch.Tensor | np.ndarray, labels: torch.Tensor 
     return float(1.0 - np.mean(np.all(predictions == labels, axis=1)))
 
 
-# ---- data on the device ---------------------------------------------------------------------------------
-
 
 @dataclass
 class DeviceSplit:
@@ -214,8 +208,6 @@ class DeviceSplit:
         return x, self.labels[index]
 
 
-# ---- reproducible randomness ----------------------------------------------------------------------------
-
 
 def derive_seed(*keys: int) -> int:
     """A 63-bit seed derived from integers, e.g. (seed, epoch, stream); independent across keys."""
@@ -246,68 +238,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ---- progress -------------------------------------------------------------------------------------------
-
-
-def progress_mode(progress: str | bool | None = "auto") -> str:
-    """'bar' on a terminal, 'text' inside a notebook or when piped, 'none' when False."""
-    if progress is False:
-        return "none"
-    if progress in (None, True, "auto"):
-        in_notebook = "ipykernel" in sys.modules
-        return "bar" if sys.stderr.isatty() and not in_notebook else "text"
-    if progress not in ("bar", "text", "none"):
-        raise ValueError(f"progress must be 'auto', 'bar', 'text' or 'none', got {progress!r}")
-    return progress
-
-
-class ProgressLog:
-    """One line per epoch to stdout (through tqdm when a bar is live) and to run_dir/train.log."""
-
-    def __init__(self, mode: str, log_path: Path | None):
-        self.mode, self.log_path = mode, log_path
-
-    def __call__(self, line: str) -> None:
-        if self.mode == "bar":
-            from tqdm import tqdm
-
-            tqdm.write(line)
-        elif self.mode == "text":
-            print(line, flush=True)
-        if self.log_path is not None:
-            with open(self.log_path, "a") as f:
-                f.write(line + "\n")
-
-    def bar(self, total: int, desc: str):
-        """Progress within an epoch: a tqdm bar on a terminal; in text mode (notebooks, logs) a line at
-        each quarter; nothing in 'none' mode."""
-        if self.mode == "text":
-            return contextlib.nullcontext(_QuarterProgress(total, desc))
-        if self.mode != "bar":
-            return contextlib.nullcontext(None)
-        from tqdm import tqdm  # the plain bar: tqdm.auto would become a widget in notebooks
-
-        return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
-
-
-class _QuarterProgress:
-    """`update()` once per batch; prints '<desc>: 25% (150/600 batches, 20s, ~60s left)' at each quarter."""
-
-    def __init__(self, total: int, desc: str):
-        self.total, self.desc, self.done, self.start = total, desc, 0, time.perf_counter()
-        self.marks = {total * q // 4: q for q in (1, 2, 3)} if total >= 4 else {}
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if self.done in self.marks:
-            spent = time.perf_counter() - self.start
-            left = spent * (self.total - self.done) / self.done
-            print(f"{self.desc}: {25 * self.marks[self.done]}% ({self.done}/{self.total} batches, "
-                  f"{format_duration(spent)}, ~{format_duration(left)} left)", flush=True)
-
-
-# ---- checkpoints ----------------------------------------------------------------------------------------
-
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to a temporary file in the same directory, then rename: a kill never leaves half a file."""
@@ -320,8 +250,6 @@ def load_checkpoint(path: Path) -> dict:
     # weights_only=False: the checkpoint holds numpy/python RNG states besides tensors; it is our own file.
     return torch.load(path, map_location="cpu", weights_only=False)
 
-
-# ---- the training loop ----------------------------------------------------------------------------------
 
 
 STOP_REASONS = ("early_stopping", "max_epochs", "time_budget")
@@ -384,10 +312,6 @@ def _element_clip(config: TrainConfig, model: nn.Module) -> float | None:
 
 def ramps_dropout(config: TrainConfig, model: nn.Module) -> bool:
     return _model_rule(config.dropout_ramp, model, "ramps_dropout")
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _autocast(device: torch.device, config: TrainConfig):
@@ -677,30 +601,3 @@ def _eta(history: Sequence[Mapping], epoch: int, config: TrainConfig, stopper: E
     if deadline is not None:
         text += f", budget left {format_duration(max(0.0, deadline - time.monotonic()))}"
     return text
-
-
-def format_duration(seconds: float) -> str:
-    """3725 -> '1h02m', 125 -> '2m05s', 42.5 -> '42s'."""
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
-def parse_duration(text: str) -> float:
-    """'2h30m', '90m', '45s', '1.5h', '3600' (seconds) -> seconds. Raises ValueError naming the text."""
-    import re
-
-    text = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
-        if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([hms])", "", text).strip():
-            raise ValueError(f"cannot read the duration {text!r}: use e.g. 2h30m, 90m, 45s or 1.5h")
-        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    if seconds <= 0:
-        raise ValueError(f"the duration {text!r} must be positive")
-    return seconds

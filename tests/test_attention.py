@@ -200,13 +200,6 @@ def test_load_saved_attention_notices_other_data(saved_run, tmp_path):
         attention.load_saved_attention(tmp_path, profile="quick")
 
 
-def test_explorers_keep_the_old_names():
-    from rstn import explorers, sampler
-
-    assert explorers.load_saved_attention is attention.load_saved_attention
-    assert sampler.theta_box is attention.theta_box and sampler.box_iou is attention.box_iou
-
-
 def test_attention_arrays_of_the_conv_net_have_no_theta():
     from rstn.models import conv_net
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from rstn import explorers
+from rstn import attention, explorers
 from rstn.sampler import transform
 
 ASSETS = Path(explorers.__file__).parent / "assets"
@@ -137,7 +137,7 @@ def test_saved_attention_reads_the_runs_and_their_test_images(smoke_results):
     from rstn.data import generate_sequences
     from rstn.experiments import run_config
 
-    saved = explorers.load_saved_attention(smoke_results, n_images=5)
+    saved = attention.load_saved_attention(smoke_results, n_images=5)
     assert (saved.profile, saved.seed) == ("smoke", 0)  # the only profile with results
     assert [run.row for run in saved.runs] == ["rnn-spn-d4", "ffn-spn-d4"]  # Table 1 order, no conv net
     for run, steps in zip(saved.runs, (3, 1), strict=True):
@@ -152,7 +152,7 @@ def test_saved_attention_reads_the_runs_and_their_test_images(smoke_results):
 
 
 def test_saved_attention_explorer_names_its_profile(smoke_results):
-    saved = explorers.load_saved_attention(smoke_results, n_images=3)
+    saved = attention.load_saved_attention(smoke_results, n_images=3)
     page = explorers.saved_attention_explorer(saved).data
     assert_self_contained(page)
     payload = embedded_payload(page)
@@ -162,7 +162,7 @@ def test_saved_attention_explorer_names_its_profile(smoke_results):
 
 def test_saved_attention_without_runs_says_where_it_looked(tmp_path):
     with pytest.raises(FileNotFoundError, match="quick"):
-        explorers.load_saved_attention(tmp_path, profile="quick")
+        attention.load_saved_attention(tmp_path, profile="quick")
 
 
 def test_widget_starts_at_the_identity(image):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-from rstn.train import _QuarterProgress
+from rstn.progress import QuarterProgress
 
 
 def test_quarter_marks_within_an_epoch(capsys):
-    progress = _QuarterProgress(8, "paper/rnn-spn-d4/seed0 epoch 3")
+    progress = QuarterProgress(8, "paper/rnn-spn-d4/seed0 epoch 3")
     for _ in range(8):
         progress.update()
     lines = capsys.readouterr().out.splitlines()
@@ -18,7 +18,7 @@ def test_quarter_marks_within_an_epoch(capsys):
 
 
 def test_no_marks_for_epochs_of_fewer_than_four_batches(capsys):
-    progress = _QuarterProgress(3, "x")
+    progress = QuarterProgress(3, "x")
     for _ in range(3):
         progress.update()
     assert capsys.readouterr().out == ""

@@ -28,16 +28,14 @@ from rstn.train import (
     fit,
     load_checkpoint,
     sequence_error,
-    format_duration,
-    parse_duration,
     sequence_loss,
 )
+from rstn.progress import format_duration, parse_duration
 from rstn.results import without_timing
 
 torch.set_num_threads(1)
 
 
-# ---- RMSprop: eps inside the square root --------------------------------------------------------------
 
 
 def test_rmsprop_step_matches_hand_computation():
@@ -81,7 +79,6 @@ def test_rmsprop_differs_from_torch_for_small_gradients():
     assert ours[1].item() == pytest.approx(theirs[1].item(), rel=1e-5)
 
 
-# ---- gradient clipping ----------------------------------------------------------------------------------
 
 
 def _with_grads(*grads: list[float]) -> list[nn.Parameter]:
@@ -127,7 +124,6 @@ def test_trainer_clips_elements_only_where_the_model_asks():
     assert _element_clip(TrainConfig(element_clip="always"), SimpleNamespace()) == 1.0
 
 
-# ---- schedule, dropout ramp, early stopping -------------------------------------------------------------
 
 
 def _scripts_learning_rates(n_epochs: int, lr: float = 5e-4) -> list[float]:
@@ -212,7 +208,6 @@ def test_early_stopping_hand_made():
     assert stopper.best_epoch == 1
 
 
-# ---- loss and metrics -----------------------------------------------------------------------------------
 
 
 def test_digit_and_sequence_error_on_a_hand_made_example():
@@ -244,7 +239,6 @@ def test_epoch_permutation_depends_only_on_seed_and_epoch():
     assert not torch.equal(a, epoch_permutation(4, 7, 100))
 
 
-# ---- the loop: resume and NaN ---------------------------------------------------------------------------
 
 
 class Output(NamedTuple):
