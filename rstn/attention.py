@@ -271,6 +271,13 @@ def _test_split(data: dict, data_dir: str | Path | None):
     return generate_sequences(dataclasses.replace(config, n_train=0, n_valid=0), seed=seed, data_dir=data_dir)["test"]
 
 
+def _profile_with_attention(results_dir: str | Path, seed: int) -> str:
+    for name in ("paper", "quick", "smoke"):
+        if any((Path(results_dir) / name).glob(f"*/seed{seed}/attention.npz")):
+            return name
+    return "paper"
+
+
 def load_saved_attention(results_dir: str | Path = "results", profile: str | None = None, seed: int = 0,
                          n_images: int | None = 16, rows: Sequence[str] | None = None,
                          data_dir: str | Path | None = None) -> SavedAttention:
@@ -278,8 +285,8 @@ def load_saved_attention(results_dir: str | Path = "results", profile: str | Non
     test images they were computed on (regenerated from the run's data config, or read from the cache).
 
     Args:
-        profile: None picks the book's profile (:func:`rstn.results.default_table_profile`: paper,
-            then quick, then smoke).
+        profile: None picks the most complete profile with saved attention for this seed: paper, then
+            quick, then smoke (a paper run in progress saves its attention each time it pauses).
         n_images: keep the first n saved images (None: all).
         rows: Table 1 rows to include (default: every transformer row that has an attention.npz).
 
@@ -288,7 +295,7 @@ def load_saved_attention(results_dir: str | Path = "results", profile: str | Non
         ValueError: the runs disagree on the test images they saved, or the regenerated test split differs
             from what they saved (labels or boxes).
     """
-    profile = profile or results.default_table_profile(results_dir)
+    profile = profile or _profile_with_attention(results_dir, seed)
     names = [r for r in (rows or experiments.ROWS) if experiments.get_row(r).d is not None]  # conv net: no theta
     runs, first, record = [], None, None
     keep = slice(None, n_images)
@@ -299,13 +306,15 @@ def load_saved_attention(results_dir: str | Path = "results", profile: str | Non
         with np.load(run / "attention.npz") as saved:
             arrays = {key: saved[key] for key in ("indices", "theta", "predictions", "labels", "boxes")
                       if key in saved.files}
+        this = results.read_run(run / results.RUN_FILE)
         if first is None:
-            first, record = arrays, results.read_run(run / results.RUN_FILE)
+            first, record = arrays, this
         elif not (np.array_equal(arrays["indices"], first["indices"])
                   and np.array_equal(arrays["labels"], first["labels"])):
             raise ValueError(f"{run}: its attention.npz holds other test images than the first run's")
         row = experiments.get_row(name)
-        runs.append(AttentionRun(row=name, label=f"{row.model_name}, d = {row.d} ({name})", d=row.d,
+        progress = "" if this.finished else ", in progress"
+        runs.append(AttentionRun(row=name, label=f"{row.model_name}, d = {row.d} ({name}{progress})", d=row.d,
                                  theta=arrays["theta"][keep], predictions=arrays["predictions"][keep]))
     if first is None:
         raise FileNotFoundError(f"no attention.npz under {Path(results_dir) / profile}/*/seed{seed}/")

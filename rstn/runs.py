@@ -253,7 +253,8 @@ def train_run(
     git = git_info()
 
     def write_progress(state: FitResult) -> None:
-        write_run(record_path, _record(config, state, device, git))
+        # attention.npz, if any, is the one saved when the run last paused
+        write_run(record_path, _record(config, state, device, git, attention=(out_dir / ATTENTION_NAME).exists()))
 
     try:
         state = fit(model, data, config.train, seed=config.seed, dropout=config.model.dropout, device=device,

@@ -17,6 +17,7 @@ from rstn.attention import (
     step_digit_iou,
     theta_box,
 )
+from rstn.results import RUN_FILE, read_run, write_run
 from rstn.sampler import attention_theta, transform
 
 IDENTITY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -208,3 +209,24 @@ def test_attention_arrays_of_the_conv_net_have_no_theta():
     arrays = attention.attention_arrays(conv_net(), split, n=8, device=torch.device("cpu"))
     assert arrays["theta"].shape == (3, 0, 2, 3) and arrays["predictions"].shape == (3, 3)
     assert np.array_equal(arrays["indices"], [0, 1, 2]) and "boxes" not in arrays
+
+
+def test_the_default_profile_is_the_most_complete_one_with_attention(saved_run, tmp_path):
+    """A paper run without attention yet (killed before it paused) leaves the smoke attention on show; once
+    a paper run in progress saves its attention, that is shown, labelled as in progress."""
+    import dataclasses
+    import shutil
+
+    results, _, _ = saved_run
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    smoke, paper = copy / "smoke" / "rnn-spn-d4" / "seed0", copy / "paper" / "rnn-spn-d4" / "seed0"
+    paper.mkdir(parents=True)
+    smoke_record = read_run(smoke / RUN_FILE)
+    record = dataclasses.replace(smoke_record, profile="paper", config=smoke_record.config | {"profile": "paper"},
+                                 status="running", stop_reason=None)
+    write_run(paper / RUN_FILE, record)
+    assert attention.load_saved_attention(copy).profile == "smoke"
+    shutil.copy(smoke / "attention.npz", paper / "attention.npz")
+    saved = attention.load_saved_attention(copy)
+    assert saved.profile == "paper" and saved.runs[0].label.endswith("(rnn-spn-d4, in progress)")
