@@ -9,7 +9,7 @@ and prints examples/s, achieved TFLOP/s and the ratio ours/plain (each the best 
 taken alternately). FLOPs per example are counted once
 per row with torch.utils.flop_counter.FlopCounterMode over forward + backward of a batch (matmuls and
 convolutions; the sampler's grid_sample is not counted, it is a small share). The last line sums the
-FLOPs of one 60k-example epoch over the rows measured (issue 4 quotes ~263 TFLOP for all nine rows).
+FLOPs of one 60k-example epoch over the rows measured.
 
     python benchmarks/bench_train.py --device cpu --rows rnn-spn-d2 ffn-spn-d4 --steps 5
     python benchmarks/bench_train.py --flops-only --batch 20
@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from rstn.backends import configure_backends, tune_glibc_malloc
 from rstn.experiments import ROWS
 from rstn.models import build_model, count_parameters, relu_before_pool
 from rstn.optim import LasagneRMSprop
-from rstn.backends import configure_backends, tune_glibc_malloc
 from rstn.train import (
     DeviceSplit,
     TrainConfig,
