@@ -27,6 +27,7 @@ import os
 import tempfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -386,7 +387,7 @@ def read_cache(path: str | Path, config: SequenceConfig, seed: int) -> dict[str,
                     raise CacheError(f"{path}: {name} images have shape {split.images.shape}")
                 out[name] = split
             return out
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         if isinstance(err, CacheError):
             raise
         raise CacheError(f"{path} is unreadable ({type(err).__name__}: {err})") from err

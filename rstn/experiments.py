@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,27 @@ def run_config(row: str, profile: str = "auto", seed: int = 0, *, device: str | 
     data = SequenceConfig(n_train=prof.n_train, n_valid=prof.n_valid, n_test=prof.n_test)
     return RunConfig(row=row_.name, profile=prof.name, seed=int(seed), model=row_.model_config(), data=data,
                      train=train)
+
+
+# TrainConfig fields that change speed or float rounding, never the protocol: a run may be resumed, or
+# a finished one kept, when only these differ.
+RESULT_NEUTRAL_FIELDS = ("eval_batch_size", "cudnn_benchmark", "channels_last", "compile", "compile_mode")
+
+
+def comparable(config: Mapping) -> dict:
+    """A RunConfig dict without the result-neutral trainer fields: what skip, resume and the table compare."""
+    train = {k: v for k, v in config["train"].items() if k not in RESULT_NEUTRAL_FIELDS}
+    return dict(config) | {"train": train}
+
+
+def is_profile_config(config: Mapping) -> bool:
+    """Was a run (its run.json config) made with its profile's config as the registry gives it today?
+    False for a run with --set overrides, or one made before a change of the protocol's defaults."""
+    try:
+        today = run_config(config["row"], config["profile"], seed=config["seed"])
+    except (KeyError, RegistryError):
+        return False
+    return comparable(config) == comparable(today.to_dict())
 
 
 def _fits(value: Any, hint: type) -> bool:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rstn.experiments import CPU_QUEUE, PROFILES, ROWS, get_row, resolve_profile
+from rstn.experiments import CPU_QUEUE, PROFILES, ROWS, get_row, is_profile_config, resolve_profile
 from rstn.progress import format_duration
 
 SCHEMA_VERSION = 2
@@ -272,6 +272,7 @@ class TableRecord:
     n_diverged: int
     running: tuple[RunRecord, ...] = ()  # in-progress runs, best-so-far numbers in their `final`
     finished_runs: tuple[RunRecord, ...] = ()
+    other_config: tuple[RunRecord, ...] = ()  # runs above made with another config than the profile's today
 
     @property
     def n_seeds(self) -> int:
@@ -321,7 +322,8 @@ def load_table(profile: str | None = None, results_dir: str | Path = "results") 
             sequence_errors=tuple(100 * r.test_sequence_error for r in done),
             best_epochs=tuple(r.best_epoch for r in done), devices=tuple(sorted({r.device for r in done})),
             n_diverged=sum(r.status == "diverged" for r in mine),
-            running=tuple(r for r in mine if r.status == "running"), finished_runs=tuple(done)))
+            running=tuple(r for r in mine if r.status == "running"), finished_runs=tuple(done),
+            other_config=tuple(r for r in mine if r.status != "diverged" and not is_profile_config(r.config))))
     return table
 
 
@@ -355,6 +357,8 @@ def headline_rows(table: list[TableRecord]) -> list[list[str]]:
         else:
             rows.append([r.row, r.model, d, f"{r.paper_error:.1f}", not_run_text(r.row), "", "", "", "", ""])
             continue
+        if any(x in r.other_config for x in runs):
+            status += "; another config than the profile's (`rstn train --force` retrains it)"
         epochs = ", ".join(str(x.epochs_run) for x in runs)
         devices = ", ".join(sorted({x.device for x in runs}))
         rows.append([r.row, r.model, d, f"{r.paper_error:.1f}", ours, diff, status, epochs, devices,
@@ -415,6 +419,8 @@ def format_table(table: list[TableRecord]) -> str:
             notes.append("in progress: no epoch yet")
         if r.n_diverged:
             notes.append(f"{r.n_diverged} diverged")
+        if r.other_config:
+            notes.append(f"{len(r.other_config)} made with another config than the profile's")
         devices = ", ".join(r.devices or sorted({run.device for run in r.running})) or "-"
         lines.append(f"{r.row:<12} {r.model:<8} {r.d if r.d is not None else '-':>2} {r.paper_error:>6.1f}  "
                      f"{ours:<15} {r.n_seeds:>2}  {seq:>8}  {devices}" + (f"  ({'; '.join(notes)})" if notes else ""))

@@ -28,7 +28,7 @@ from torch import nn
 
 from rstn.attention import attention_arrays
 from rstn.backends import backend_settings, device_name, resolve_device
-from rstn.experiments import ROWS, RunConfig, get_row, run_config, run_dir
+from rstn.experiments import ROWS, RunConfig, comparable, get_row, run_config, run_dir
 from rstn.progress import ProgressLog, format_duration, progress_mode, utc_now
 from rstn.results import (
     RUN_FILE,
@@ -42,17 +42,13 @@ from rstn.train import (
     ATTENTION_NAME,
     CHECKPOINT_NAME,
     LOG_NAME,
+    CheckpointError,
     FitResult,
     NonFiniteLossError,
     SplitLike,
     fit,
     load_checkpoint,
 )
-
-# TrainConfig fields that change speed or float rounding, never the protocol: a run may be resumed, or
-# a finished one kept, when only these differ.
-RESULT_NEUTRAL_FIELDS = ("eval_batch_size", "cudnn_benchmark", "channels_last", "compile", "compile_mode")
-
 
 class RunInProgressError(RuntimeError):
     """A run is in progress (status "running") and neither resume nor force was asked for."""
@@ -71,12 +67,6 @@ def checkpoint_path(config: RunConfig, root: str | Path | None = None) -> Path:
     """<root or checkpoint_dir()>/<profile>/<row>/seed<k>/checkpoint.pt."""
     return run_dir(root if root is not None else checkpoint_dir(), config.profile, config.row,
                    config.seed) / CHECKPOINT_NAME
-
-
-def comparable(config: Mapping) -> dict:
-    """A RunConfig dict without the result-neutral trainer fields: what skip and resume compare."""
-    train = {k: v for k, v in config["train"].items() if k not in RESULT_NEUTRAL_FIELDS}
-    return dict(config) | {"train": train}
 
 
 def config_changes(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
@@ -216,7 +206,7 @@ def train_run(
     say = ProgressLog(progress_mode(progress), None)
     record_path, ckpt_path = out_dir / RUN_FILE, checkpoint_path(config, checkpoint_root)
     wanted = comparable(config.to_dict())
-    old = None
+    old, same = None, False
     if record_path.exists() and not force:
         old = read_run(record_path)  # a corrupt file raises ResultsError, which names --force
         same = comparable(old.config) == wanted
@@ -232,8 +222,8 @@ def train_run(
             say(f"rerun {name}: config changed ({', '.join(config_changes(old.config, config.to_dict()))})")
         elif old.status == "diverged":
             say(f"rerun {name}: it diverged before ({old.error})")
-    resuming = resume and not force and old is not None and old.status == "running" and ckpt_path.exists()
-    if resume and old is not None and old.status == "running" and not ckpt_path.exists():
+    resuming = resume and same and old.status == "running" and ckpt_path.exists()
+    if resume and same and old.status == "running" and not ckpt_path.exists():
         say(f"{name}: no checkpoint at {ckpt_path} (another machine?): starting over; "
             f"{old.epochs_run} epochs are lost")
 
@@ -247,8 +237,8 @@ def train_run(
     torch.manual_seed(config.seed)  # model initialisation
     model = build_model(config.model)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not resuming:
-        for stale in (record_path, out_dir / ATTENTION_NAME, out_dir / LOG_NAME):
+    if not resuming:  # the checkpoint too: a run that diverges before its first one must not read another's
+        for stale in (record_path, out_dir / ATTENTION_NAME, out_dir / LOG_NAME, ckpt_path):
             stale.unlink(missing_ok=True)
     git = git_info()
 
@@ -263,7 +253,10 @@ def train_run(
                     checkpoint_extra={"config": wanted}, session={**git, "device": device_name(device)},
                     on_epoch_end=write_progress)
     except NonFiniteLossError as err:
-        ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+        try:  # the epochs before the divergence, as the last checkpoint of this run holds them
+            ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+        except CheckpointError:
+            ckpt = None
         state = FitResult(ckpt["history"], ckpt["best_epoch"], None, "diverged", None, ckpt["elapsed_s"],
                           ckpt["sessions"], ckpt["started_at"]) if ckpt else \
             FitResult([], -1, None, "diverged", None, 0.0, [], utc_now())
@@ -275,8 +268,9 @@ def train_run(
     has_attention = state.best_state is not None
     if has_attention:
         model.load_state_dict(state.best_state)
-        np.savez_compressed(out_dir / ATTENTION_NAME,
-                            **attention_arrays(model, data["test"], config.train.n_attention, device))
+        tmp = out_dir / f".{ATTENTION_NAME}.tmp.npz"  # then renamed: a kill never leaves half a file
+        np.savez_compressed(tmp, **attention_arrays(model, data["test"], config.train.n_attention, device))
+        os.replace(tmp, out_dir / ATTENTION_NAME)
     state.elapsed_s += time.perf_counter() - t0
     record = _record(config, state, device, git, attention=has_attention)
     write_run(record_path, record)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import random
 import statistics
 import time
@@ -110,7 +111,9 @@ class TrainConfig:
                  "element_clip_value": self.element_clip_value > 0, "softmax_tol": self.softmax_tol >= 0}
         bounds = {"lr": ">= 0", "rho": "in [0, 1)", "eps": ">= 0", "max_grad_norm": "> 0",
                   "lr_decay_factor": "> 0", "element_clip_value": "> 0", "softmax_tol": ">= 0"}
-        bad = [f"{name} must be {bounds[name]}, got {getattr(self, name)}" for name, ok in rules.items() if not ok]
+        # inf passes most bounds, and run.json (strict JSON) could not record it
+        bad = [f"{name} must be {bounds[name]} and finite, got {getattr(self, name)}" for name, ok in rules.items()
+               if not (ok and math.isfinite(getattr(self, name)))]
         if bad:
             raise ValueError("; ".join(bad))
 
@@ -246,9 +249,20 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, or not a checkpoint)."""
+
+
 def load_checkpoint(path: Path) -> dict:
-    # weights_only=False: the checkpoint holds numpy/python RNG states besides tensors; it is our own file.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """The checkpoint `save_checkpoint` wrote. Raises CheckpointError when the file cannot be read."""
+    try:
+        # weights_only=False: the checkpoint holds numpy/python RNG states besides tensors; it is our own file.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{path} is unreadable ({type(err).__name__}: {err})") from err
+    if not isinstance(ckpt, dict) or "epoch" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of rstn.train.fit")
+    return ckpt
 
 
 
@@ -463,10 +477,8 @@ def fit(
     start_epoch = 0
     extra = checkpoint_extra or {}
     if resume and ckpt_path is not None and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("extra", {}).get("config") != extra.get("config"):
-            log(f"{prefix}checkpoint {ckpt_path} was written for another config: starting over")
-        else:
+        ckpt = _checkpoint_to_resume(ckpt_path, extra, lambda line: log(prefix + line))
+        if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             stopper = EarlyStopping(config.patience, ckpt["best_epoch"], ckpt["best_valid_correct"])
@@ -519,6 +531,8 @@ def fit(
             log(f"{prefix}out of time in epoch {epoch}: it is discarded; the checkpoint after epoch "
                 f"{last_saved} is kept")
             state.stop_reason = "time_budget"
+            if ckpt_path is not None and last_saved < len(history) - 1:
+                _back_to_checkpoint(state, ckpt_path, last_saved, this_session, start_epoch)
             return _stopped(state, this_session)
 
         model.eval()
@@ -577,6 +591,31 @@ def fit(
     if state.stop_reason == "time_budget" and history and last_saved < len(history) - 1:
         save(len(history) - 1)
     return _stopped(state, this_session)
+
+
+def _checkpoint_to_resume(path: Path, extra: dict, say: Callable[[str], None]) -> dict | None:
+    """The checkpoint to resume from, or None, saying why, when it is unreadable or another config's."""
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        say(f"{err}: starting over")
+        return None
+    if ckpt.get("extra", {}).get("config") != extra.get("config"):
+        say(f"checkpoint {path} was written for another config: starting over")
+        return None
+    return ckpt
+
+
+def _back_to_checkpoint(state: FitResult, ckpt_path: Path, last_saved: int, session: dict, start_epoch: int) -> None:
+    """Forget the epochs after the last checkpoint (with checkpoint_every > 1): the weights that ended them
+    are gone, so the result must say what a resume starts from, and the resume trains them again."""
+    del state.history[last_saved + 1:]
+    session["epochs"] = max(0, last_saved + 1 - start_epoch)
+    if last_saved >= 0 and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        state.best_epoch, state.best_state, state.elapsed_s = ckpt["best_epoch"], ckpt["best_state"], ckpt["elapsed_s"]
+    else:
+        state.best_epoch, state.best_state, state.elapsed_s = -1, None, 0.0
 
 
 def _stopped(state: FitResult, session: dict) -> FitResult:

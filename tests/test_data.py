@@ -249,6 +249,27 @@ def test_corrupt_cache_is_regenerated(tmp_path: Path, small_config: SequenceConf
         load_sequences(small_config, seed=2, cache_dir=tmp_path)  # the rewritten file reads cleanly
 
 
+def test_a_broken_deflate_stream_in_the_cache_is_regenerated(tmp_path: Path, small_config: SequenceConfig,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Damage inside a compressed member can surface as zlib.error rather than a bad CRC."""
+    import zlib
+
+    load_sequences(small_config, seed=2, cache_dir=tmp_path)
+    decode = data_module.decode_images
+    calls = []
+
+    def broken_once(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise zlib.error("Error -3 while decompressing data: invalid distance too far back")
+        return decode(*args)
+
+    monkeypatch.setattr(data_module, "decode_images", broken_once)
+    with pytest.warns(UserWarning, match="unreadable"):
+        loaded = load_sequences(small_config, seed=2, cache_dir=tmp_path)
+    assert len(loaded["test"]) == small_config.n_test
+
+
 def test_failed_cache_write_leaves_no_file(tmp_path: Path, small_config: SequenceConfig,
                                            small_sequences: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(file, arrays):

@@ -40,7 +40,8 @@ def test_profiles():
 
 @pytest.mark.parametrize("override, message", [
     ({"max_epochs": "abc"}, "max_epochs='abc': max_epochs must be an integer"),
-    ({"lr": -1}, "lr must be >= 0, got -1"),
+    ({"lr": -1}, "lr must be >= 0 and finite, got -1"),
+    ({"max_grad_norm": float("inf")}, "max_grad_norm must be > 0 and finite, got inf"),
     ({"bf16": 1}, "bf16=1: bf16 must be true or false"),
     ({"element_clip": "sometimes"}, "element_clip must be 'model', 'always' or 'never'"),
 ])

@@ -89,16 +89,50 @@ def test_diverged_run_is_recorded_and_not_skipped(tmp_path):
     assert not result.skipped and result.record.status == "finished"
 
 
-def test_budget_pauses_a_run_that_resumes_exactly(tmp_path):
+def test_a_forced_rerun_that_diverges_records_none_of_the_old_run(tmp_path):
+    """--force starts over: the old run's checkpoint goes with its record, so a divergence in the first
+    epoch cannot report the old run's epochs under the new config."""
+    config = run_config("ffn-spn-d4", "smoke", seed=0, **(TINY | {"max_epochs": 2}))
+    train_run(config, results_dir=tmp_path, progress="none", data=synthetic_data())
+    assert checkpoint_path(config).exists()
+    broken = synthetic_data()
+    broken["train"].images[3, 50, 50] = np.nan
+    with pytest.raises(NonFiniteLossError, match="no checkpoint was written"):
+        train_run(config, results_dir=tmp_path, progress="none", data=broken, force=True)
+    record = read_run(tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / "run.json")
+    assert record.status == "diverged" and record.epochs_run == 0 and record.history == []
+
+
+def test_resume_under_another_config_starts_over_with_fresh_files(tmp_path, capsys):
+    data = synthetic_data(n=40)
+    config = run_config("rnn-spn-d4", "smoke", seed=3, **(TINY | {"max_epochs": 3}))
+    out = tmp_path / "smoke" / "rnn-spn-d4" / "seed3"
+    paused = train_run(config, results_dir=tmp_path, progress="none", data=data, deadline=time.monotonic() + 1e-3)
+    assert paused.status == "running"
+    (out / ATTENTION_NAME).write_bytes(b"the old config's attention")
+    changed = run_config("rnn-spn-d4", "smoke", seed=3, **(TINY | {"max_epochs": 3, "lr": 1e-3}))
+    result = train_run(changed, results_dir=tmp_path, progress="text", data=data, resume=True)
+    assert "config changed (train.lr)" in capsys.readouterr().out
+    assert result.status == "finished" and len(result.record.sessions) == 1
+    assert (out / ATTENTION_NAME).read_bytes() != b"the old config's attention"
+    assert (out / "train.log").read_text().count("epoch   0 ") == 1
+
+
+def test_budget_pauses_a_run_that_resumes_exactly(tmp_path, monkeypatch):
     """A deadline stops the run at an epoch boundary (status running); --resume ends where one go ends."""
+    import rstn.train
+
     data = synthetic_data(n=40)
     config = run_config("rnn-spn-d4", "smoke", seed=2, **(TINY | {"max_epochs": 4}))
-    straight = train_run(config, results_dir=tmp_path / "a", progress="none", data=data)
+    straight = train_run(config, results_dir=tmp_path / "a", checkpoint_root=tmp_path / "ckpt-a", progress="none",
+                         data=data)
 
-    paused = train_run(config, results_dir=tmp_path / "b", progress="none", data=data,
-                       deadline=time.monotonic() + 1e-3)
+    with monkeypatch.context() as patch:  # after epoch 0, the next epoch is estimated to overrun the budget
+        patch.setattr(rstn.train, "_epoch_estimate", lambda history: 1e9)
+        paused = train_run(config, results_dir=tmp_path / "b", progress="none", data=data,
+                           deadline=time.monotonic() + 3600)
     assert paused.status == "running" and paused.record.stop_reason == "time_budget"
-    assert paused.record.epochs_run <= 1  # the first epoch has no estimate; it is abandoned or kept
+    assert paused.record.epochs_run == 1 and (tmp_path / "b/smoke/rnn-spn-d4/seed2" / ATTENTION_NAME).exists()
     with pytest.raises(RunInProgressError, match="--resume continues it, --force starts it over"):
         train_run(config, results_dir=tmp_path / "b", progress="none", data=data)
     resumed = train_run(config, results_dir=tmp_path / "b", progress="none", data=data, resume=True)
@@ -185,7 +219,7 @@ def test_cli_smoke_run_end_to_end(mnist_file, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--row", "rnn-spn-d9", "--profile", "smoke"], "valid rows: rnn-spn-d1"),
-    (["train", "--row", "rnn-spn-d2", "--profile", "smoke", "--set", "lr=-1"], "lr must be >= 0, got -1"),
+    (["train", "--row", "rnn-spn-d2", "--profile", "smoke", "--set", "lr=-1"], "lr must be >= 0 and finite, got -1"),
     (["train", "--row", "rnn-spn-d2", "--profile", "smoke", "--set", "max_epochs=abc"],
      "max_epochs='abc': max_epochs must be an integer"),
     (["train", "--row", "rnn-spn-d2", "--profile", "smoke", "--budget", "soon"], "cannot read the duration 'soon'"),

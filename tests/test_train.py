@@ -20,6 +20,7 @@ from torch import nn
 from rstn.optim import LasagneRMSprop, clip_gradients, learning_rate
 from rstn.train import (
     CHECKPOINT_NAME,
+    CheckpointError,
     EarlyStopping,
     NonFiniteLossError,
     TrainConfig,
@@ -383,6 +384,51 @@ def test_a_past_deadline_abandons_the_epoch_and_keeps_the_last_checkpoint(tmp_pa
     # no estimate for a first epoch: it starts, runs past the deadline and is abandoned, nothing saved
     assert fresh.status == "running" and fresh.history == [] and not (tmp_path / "fresh" / CHECKPOINT_NAME).exists()
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 2
+
+
+def test_out_of_time_between_checkpoints_goes_back_to_the_last_one(tmp_path, monkeypatch):
+    """checkpoint_every=3 and the deadline passes inside epoch 2: epochs 0 and 1 were never saved, so the
+    result holds no epoch (and no best state), and a resume ends exactly where one uninterrupted run ends."""
+    import types
+
+    import rstn.train as train_module
+
+    config = TrainConfig(**{**CONFIG.__dict__, "max_epochs": 4})
+    straight = fit(tiny_model(), tiny_data(), config, seed=0, run_dir=tmp_path / "a", progress="none")
+    clock = {"epochs": 0, "calls_after": 0}
+
+    def monotonic() -> float:  # after epoch 1: the boundary check passes, the first batch check fails
+        if clock["epochs"] < 2:
+            return 0.0
+        clock["calls_after"] += 1
+        return 0.0 if clock["calls_after"] == 1 else 1e9
+
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(monotonic=monotonic,
+                                                                     perf_counter=time.perf_counter))
+    paused = fit(tiny_model(), tiny_data(), config, seed=0, run_dir=tmp_path / "b", progress="none",
+                 checkpoint_every=3, deadline=1e6,
+                 on_epoch_end=lambda state: clock.update(epochs=clock["epochs"] + 1))
+    assert clock["epochs"] == 2 and paused.stop_reason == "time_budget"
+    assert paused.history == [] and paused.best_state is None and paused.sessions[-1]["epochs"] == 0
+    assert not (tmp_path / "b" / CHECKPOINT_NAME).exists()
+    monkeypatch.undo()
+    resumed = fit(tiny_model(), tiny_data(), config, seed=0, run_dir=tmp_path / "b", progress="none", resume=True)
+    assert without_timing(resumed.history) == without_timing(straight.history)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a checkpoint"])
+def test_resume_from_an_unreadable_checkpoint_starts_over(tmp_path, damage):
+    first = fit(tiny_model(), tiny_data(), CONFIG, seed=0, run_dir=tmp_path, progress="none")
+    path = tmp_path / CHECKPOINT_NAME
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    else:
+        torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(CheckpointError, match="checkpoint.pt"):
+        load_checkpoint(path)
+    again = fit(tiny_model(), tiny_data(), CONFIG, seed=0, run_dir=tmp_path, progress="none", resume=True)
+    assert "starting over" in (tmp_path / "train.log").read_text()
+    assert without_timing(again.history) == without_timing(first.history) and len(again.sessions) == 1
 
 
 def test_checkpoint_every_n_epochs_and_at_the_end(tmp_path):
