@@ -8,7 +8,8 @@ costs time only: the run starts over.
 Long runs: with a deadline the trainer stops cleanly at an epoch boundary; the run.json then says
 status "running" (stop_reason "time_budget", the epochs so far, the best-so-far metrics, the wall
 time), and `resume=True` continues it exactly, in this process or a later one. While training,
-run.json is rewritten after every epoch, so `kill -9` at any moment loses at most the epoch in progress.
+run.json is rewritten after every epoch and the checkpoint every `checkpoint_every` epochs, so `kill -9`
+loses at most the epochs since the last checkpoint (with the default of 1: the epoch in progress).
 """
 
 from __future__ import annotations
