@@ -145,3 +145,19 @@ def test_headline_rows_show_finished_in_progress_and_missing_rows(tmp_path):
     assert rows["rnn-spn-d3"][4] == "not run yet (queued on the CPU)"
     text = markdown_table(HEADLINE_COLUMNS, rows.values())
     assert text.splitlines()[0].startswith("| row | model |") and len(text.splitlines()) == 11
+
+
+def test_runs_with_another_config_than_the_profiles_are_marked(tmp_path):
+    """A run trained with --set overrides (or before a change of the defaults) is not the profile's number."""
+    from rstn.results import headline_rows
+
+    write_run(tmp_path / "smoke" / "rnn-spn-d4" / "seed0" / "run.json", make_record())
+    other = make_record(row="ffn-spn-d4", config=run_config("ffn-spn-d4", "smoke", seed=0, lr=1e-3).to_dict())
+    write_run(tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / "run.json", other)
+    table = {r.row: r for r in load_table("smoke", tmp_path)}
+    assert table["rnn-spn-d4"].other_config == () and table["ffn-spn-d4"].other_config == (other,)
+    rows = {r[0]: r for r in headline_rows(list(table.values()))}
+    assert rows["rnn-spn-d4"][6] == "finished"
+    assert rows["ffn-spn-d4"][6].startswith("finished; another config than the profile's")
+    line = next(s for s in format_table(list(table.values())).splitlines() if s.startswith("ffn-spn-d4"))
+    assert "1 made with another config than the profile's" in line
