@@ -336,11 +336,20 @@ def not_run_text(row: str) -> str:
     return "not run yet (queued on the CPU)" if row in CPU_QUEUE else "not run yet (needs a GPU)"
 
 
+def no_result_text(record: TableRecord) -> str:
+    """What the headline says of a row with no test error yet: started, diverged, or not run."""
+    if record.running:
+        return "in progress: no epoch finished yet"
+    if record.n_diverged:
+        return f"diverged ({record.n_diverged} run{'s' if record.n_diverged > 1 else ''}; see the run facts)"
+    return not_run_text(record.row)
+
+
 def headline_rows(table: list[TableRecord]) -> list[list[str]]:
     """Table 1 as the landing page and the README show it: one row of text per Table 1 row.
 
     ours: mean ± std over finished seeds; else the best-so-far test error of the run in progress (its
-    best-validation epoch so far); else `not_run_text(row)`.
+    best-validation epoch so far); else `no_result_text`.
     """
     rows = []
     for r in table:
@@ -355,7 +364,7 @@ def headline_rows(table: list[TableRecord]) -> list[list[str]]:
             ours, diff = f"{100 * run.test_error:.2f}", f"{100 * run.test_error - r.paper_error:+.2f}"
             status, runs = f"in progress (best epoch {run.best_epoch})", [run]
         else:
-            rows.append([r.row, r.model, d, f"{r.paper_error:.1f}", not_run_text(r.row), "", "", "", "", ""])
+            rows.append([r.row, r.model, d, f"{r.paper_error:.1f}", no_result_text(r), "", "", "", "", ""])
             continue
         if any(x in r.other_config for x in runs):
             status += "; another config than the profile's (`rstn train --force` retrains it)"

@@ -209,8 +209,9 @@ def plot_learning_curves(runs: Sequence, table: Sequence, profile: str) -> Figur
                                                                       if r.model == kind)] or ["RNN-SPN"]
     fig, axes = plt.subplots(1, len(families), figsize=(4.6 * len(families) + 0.6, 3.8), sharey=True,
                              squeeze=False)
-    decays: set[int] = set()
+    any_decay = False
     for ax, kind in zip(axes[0], families):
+        decays: set[int] = set()  # this panel's runs only: another family may have run longer
         for row in [r for r in table if r.model == kind]:
             mine = by_row.get(row.row, [])
             if not mine:
@@ -226,6 +227,7 @@ def plot_learning_curves(runs: Sequence, table: Sequence, profile: str) -> Figur
             decays |= {e for e in range(1, n_epochs) if lrs[e] < lrs[e - 1]}
         for e in sorted(decays):
             ax.axvline(e - 0.5, color="gray", ls=":", lw=0.8)
+        any_decay |= bool(decays)
         ax.set(title=f"{kind} (profile {profile!r})", xlabel="epoch", yscale="log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         if ax.lines:
@@ -235,7 +237,7 @@ def plot_learning_curves(runs: Sequence, table: Sequence, profile: str) -> Figur
     axes[0][0].yaxis.set_minor_formatter(NullFormatter())
     axes[0][0].set_yticklabels([str(t) for t in ticks])
     axes[0][0].set(ylabel="validation per-digit error (%)", ylim=(1, 100))
-    if decays:
+    if any_decay:
         fig.text(0.01, 0.01, "dotted: learning rate divided by 1.5 after that epoch", fontsize=7, color="gray")
     fig.tight_layout()
     return fig

@@ -147,6 +147,22 @@ def test_headline_rows_show_finished_in_progress_and_missing_rows(tmp_path):
     assert text.splitlines()[0].startswith("| row | model |") and len(text.splitlines()) == 11
 
 
+def test_headline_rows_name_a_run_with_no_epoch_yet_and_a_diverged_row(tmp_path):
+    """A run the budget paused inside its first epoch, or one that diverged, is not "not run yet"."""
+    from rstn.results import headline_rows
+
+    started = make_record(row="rnn-spn-d3", status="running", stop_reason="time_budget", epochs_run=0, history=[],
+                          best_epoch=None, final=None, config=run_config("rnn-spn-d3", "smoke", seed=0).to_dict())
+    write_run(tmp_path / "smoke" / "rnn-spn-d3" / "seed0" / "run.json", started)
+    diverged = make_record(row="ffn-spn-d3", status="diverged", stop_reason="non_finite_loss", error="loss is nan",
+                           config=run_config("ffn-spn-d3", "smoke", seed=0).to_dict())
+    write_run(tmp_path / "smoke" / "ffn-spn-d3" / "seed0" / "run.json", diverged)
+    rows = {r[0]: r for r in headline_rows(load_table("smoke", tmp_path))}
+    assert rows["rnn-spn-d3"][4] == "in progress: no epoch finished yet"
+    assert rows["ffn-spn-d3"][4] == "diverged (1 run; see the run facts)"
+    assert rows["rnn-spn-d2"][4] == "not run yet (queued on the CPU)"
+
+
 def test_runs_with_another_config_than_the_profiles_are_marked(tmp_path):
     """A run trained with --set overrides (or before a change of the defaults) is not the profile's number."""
     from rstn.results import headline_rows

@@ -100,3 +100,24 @@ def test_code_marks_reads_comments_not_strings(tmp_path):
         ("rstn.mod", "Config", "paper", "RMSprop, lr 5e-4"),
         ("rstn.mod", "f", "deviation", "the code does it otherwise, and says why on the next line")]
     assert any(m[0] == "rstn.sampler" and m[2] == "deviation" for m in papermap.code_marks())
+
+
+def test_learning_curves_mark_each_panels_own_lr_decays():
+    """The dotted lr-decay lines of one model family do not leak into another family's panel."""
+    from types import SimpleNamespace as NS
+
+    def run(row, lrs):
+        history = [{"lr": lr, "valid_error": 0.5 / (e + 1)} for e, lr in enumerate(lrs)]
+        return NS(row=row, history=history, best_epoch=len(lrs) - 1)
+
+    runs = [run("rnn-spn-d4", [5e-4] * 8 + [3e-4] * 4), run("ffn-spn-d4", [5e-4] * 3)]
+    table = [NS(row="rnn-spn-d4", model="RNN-SPN", paper_error=2.3), NS(row="ffn-spn-d4", model="FFN-SPN", paper_error=5.3)]
+    fig = viz.plot_learning_curves(runs, table, "smoke")
+    try:
+        rnn, ffn = fig.axes
+        def verticals(ax):
+            return [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"]
+        assert verticals(rnn) == [7.5]
+        assert verticals(ffn) == [] and ffn.get_xlim()[1] < 3
+    finally:
+        plt.close(fig)
