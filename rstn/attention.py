@@ -227,7 +227,8 @@ class AttentionRun:
     """Saved attention of one trained model on a fixed set of test images.
 
     row: Table 1 row ("rnn-spn-d2"); label: what the explorer shows for it; d: its down-sampling factor;
-    theta: (N, T, 2, 3) float32, T = 3 for RNN-SPN and 1 for FFN-SPN; predictions: (N, 3) digits.
+    theta: (N, T, 2, 3) float32, T = 3 for RNN-SPN and 1 for FFN-SPN; predictions: (N, 3) digits;
+    finished: whether the run has ended (False: saved when a run in progress paused); epochs: epochs run.
     """
 
     row: str
@@ -235,6 +236,8 @@ class AttentionRun:
     d: int
     theta: np.ndarray
     predictions: np.ndarray
+    finished: bool = True
+    epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,15 @@ class SavedAttention:
     def run(self, row: str) -> AttentionRun | None:
         """The run of Table 1 row ``row``, or None when it saved no attention."""
         return next((r for r in self.runs if r.row == row), None)
+
+    def pick(self, rows: Sequence[str]) -> AttentionRun | None:
+        """The run to show among ``rows`` (in order of preference): the first that has finished, else the
+        one trained longest, so a row just started does not stand in for a trained one."""
+        mine = [run for run in map(self.run, rows) if run is not None]
+        finished = [run for run in mine if run.finished]
+        if finished:
+            return finished[0]
+        return max(mine, key=lambda run: run.epochs or 0, default=None)
 
 
 def _test_split(data: dict, data_dir: str | Path | None):
@@ -288,7 +300,8 @@ def load_saved_attention(results_dir: str | Path = "results", profile: str | Non
         profile: None picks the most complete profile with saved attention for this seed: paper, then
             quick, then smoke (a paper run in progress saves its attention each time it pauses).
         n_images: keep the first n saved images (None: all).
-        rows: Table 1 rows to include (default: every transformer row that has an attention.npz).
+        rows: Table 1 rows to include (default: every transformer row that has an attention.npz; a
+            diverged run's is skipped, as it predates the divergence).
 
     Raises:
         FileNotFoundError: no attention.npz for this profile and seed.
@@ -307,15 +320,18 @@ def load_saved_attention(results_dir: str | Path = "results", profile: str | Non
             arrays = {key: saved[key] for key in ("indices", "theta", "predictions", "labels", "boxes")
                       if key in saved.files}
         this = results.read_run(run / results.RUN_FILE)
+        if this.status == "diverged":
+            continue  # its attention.npz is from a pause before the divergence: not this run's model
         if first is None:
             first, record = arrays, this
         elif not (np.array_equal(arrays["indices"], first["indices"])
                   and np.array_equal(arrays["labels"], first["labels"])):
             raise ValueError(f"{run}: its attention.npz holds other test images than the first run's")
         row = experiments.get_row(name)
-        progress = "" if this.finished else ", in progress"
+        progress = "" if this.finished else f", in progress: {this.epochs_run} epoch{'s' * (this.epochs_run != 1)}"
         runs.append(AttentionRun(row=name, label=f"{row.model_name}, d = {row.d} ({name}{progress})", d=row.d,
-                                 theta=arrays["theta"][keep], predictions=arrays["predictions"][keep]))
+                                 theta=arrays["theta"][keep], predictions=arrays["predictions"][keep],
+                                 finished=this.finished, epochs=this.epochs_run))
     if first is None:
         raise FileNotFoundError(f"no attention.npz under {Path(results_dir) / profile}/*/seed{seed}/")
     indices = first["indices"][keep]

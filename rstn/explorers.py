@@ -143,6 +143,7 @@ def attention_explorer_html(
     indices: Sequence[int] | None = None,
     title: str = "Attention explorer",
     note: str = "",
+    initial: str | None = None,
 ) -> str:
     """The attention explorer as a self-contained HTML string.
 
@@ -152,6 +153,7 @@ def attention_explorer_html(
         runs: one :class:`AttentionRun` per Table 1 row, each over the same N images.
         indices: (N,) the images' indices in the test split (shown beside the image slider).
         title, note: heading and the line under it (say where the data come from: profile, seed).
+        initial: the row shown first (default: the first finished run, else the first run).
     """
     images = np.asarray(images)
     labels = np.asarray(labels)
@@ -170,8 +172,13 @@ def attention_explorer_html(
             raise ValueError(f"{run.row}: predictions must be ({n}, 3), got {predictions.shape}")
         rows.append({"row": run.row, "label": run.label, "d": int(run.d), "theta": encode_array(theta),
                      "predictions": encode_array(predictions.astype(np.int32))})
+    names = [run.row for run in runs]
+    if initial is None:
+        initial = next((run.row for run in runs if run.finished), names[0])
+    elif initial not in names:
+        raise ValueError(f"initial row {initial!r} is not one of the runs: {', '.join(names)}")
     payload = {"images": encode_array(to_grey_levels(images)), "labels": encode_array(labels.astype(np.int32)),
-               "rows": rows, "title": title, "note": note}
+               "rows": rows, "initial": names.index(initial), "title": title, "note": note}
     if indices is not None:
         payload["indices"] = [int(i) for i in indices]
     return _explorer_html("attention", "mountAttention", payload)

@@ -229,4 +229,29 @@ def test_the_default_profile_is_the_most_complete_one_with_attention(saved_run, 
     assert attention.load_saved_attention(copy).profile == "smoke"
     shutil.copy(smoke / "attention.npz", paper / "attention.npz")
     saved = attention.load_saved_attention(copy)
-    assert saved.profile == "paper" and saved.runs[0].label.endswith("(rnn-spn-d4, in progress)")
+    assert saved.profile == "paper" and saved.runs[0].label.endswith("(rnn-spn-d4, in progress: 1 epoch)")
+    assert not saved.runs[0].finished and saved.runs[0].epochs == 1
+
+
+def test_a_finished_run_is_picked_before_one_just_started_and_diverged_runs_are_left_out(saved_run, tmp_path):
+    import dataclasses
+    import shutil
+
+    results, _, _ = saved_run
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    finished = copy / "smoke" / "rnn-spn-d4" / "seed0"
+    record = read_run(finished / RUN_FILE)
+    for row, changes in {"rnn-spn-d3": dict(status="running", stop_reason="time_budget", epochs_run=2,
+                                                       history=record.history + [record.history[0] | {"epoch": 1}]),
+                         "rnn-spn-d2": dict(status="diverged", stop_reason="non_finite_loss", error="loss is nan")}.items():
+        run = copy / "smoke" / row / "seed0"
+        run.mkdir(parents=True)
+        write_run(run / RUN_FILE, dataclasses.replace(record, row=row, config=record.config | {"row": row}, **changes))
+        shutil.copy(finished / "attention.npz", run / "attention.npz")
+    saved = attention.load_saved_attention(copy, profile="smoke")
+    assert [r.row for r in saved.runs] == ["rnn-spn-d3", "rnn-spn-d4"]
+    assert saved.run("rnn-spn-d3").label.endswith("(rnn-spn-d3, in progress: 2 epochs)")
+    assert saved.pick(["rnn-spn-d3", "rnn-spn-d4"]).row == "rnn-spn-d4"
+    assert saved.pick(["rnn-spn-d2", "rnn-spn-d3"]).row == "rnn-spn-d3"
+    assert saved.pick(["ffn-spn-d2"]) is None

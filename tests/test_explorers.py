@@ -3,6 +3,8 @@ sampler against rstn.sampler (run in node, without a browser; tests/browser chec
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import re
@@ -57,6 +59,17 @@ def test_affine_html_is_self_contained(image):
 
 def test_attention_html_is_self_contained():
     assert_self_contained(explorers.attention_explorer_html(*attention_runs()))
+
+
+def test_attention_explorer_opens_on_a_finished_run():
+    images, labels, runs = attention_runs()
+    assert embedded_payload(explorers.attention_explorer_html(images, labels, runs))["initial"] == 0
+    runs[0] = dataclasses.replace(runs[0], finished=False, epochs=2)  # a row just started comes first
+    assert embedded_payload(explorers.attention_explorer_html(images, labels, runs))["initial"] == 1
+    page = explorers.attention_explorer_html(images, labels, runs, initial="rnn-spn-d2")
+    assert embedded_payload(page)["initial"] == 0
+    with pytest.raises(ValueError, match="initial row 'conv-net'"):
+        explorers.attention_explorer_html(images, labels, runs, initial="conv-net")
 
 
 def test_each_output_gets_its_own_element_id(image):

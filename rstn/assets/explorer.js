@@ -355,14 +355,15 @@
 
   /**
    * Mount the attention explorer in `root` with data {images: encoded (N, H, W) uint8, labels: (N, 3),
-   * rows: [{row, label, d, theta: encoded (N, T, 2, 3) float32, predictions: encoded (N, 3)}], indices (N,)
-   * in the test split, title, note}.
+   * rows: [{row, label, d, theta: encoded (N, T, 2, 3) float32, predictions: encoded (N, 3)}], initial: the
+   * index of the row shown first, indices (N,) in the test split, title, note}.
    */
   function mountAttention(root, spec) {
     const stack = decodeArray(spec.images), shape = spec.images.shape, n = shape[0];
     const labels = decodeArray(spec.labels);
     const rows = spec.rows.map((r) => ({ ...r, thetas: decodeArray(r.theta), preds: decodeArray(r.predictions) }));
-    let row = rows[0], k = 0;
+    const initial = Math.min(Math.max(spec.initial || 0, 0), rows.length - 1);
+    let row = rows[initial], k = 0;
 
     const view = inputView(shape[1], shape[2]);
     const crops = el('div', { class: 'rstn-crops' });
@@ -371,6 +372,7 @@
 
     const rowSelect = el('select', { 'aria-label': 'Table 1 row' },
       ...rows.map((r, i) => el('option', { value: i }, r.label)));
+    rowSelect.value = String(initial);
     rowSelect.addEventListener('change', () => { row = rows[Number(rowSelect.value)]; render(); });
     // the slider runs over the embedded images; its label shows each one's index in the test split
     const imageSlider = slider('test image', 0, n - 1, 1, 0, (v) => { k = v; render(); },
@@ -442,6 +444,8 @@
 
     const instance = {
       kind: 'attention', root: root, rows: rows.map((r) => r.row), count: n,
+      /** The row on show (the select's choice). */
+      shownRow: () => row.row,
       /** Where the shown image's step numbers are drawn, [{step, x, y}] in canvas pixels. */
       stepLabels: () => labelled.map((p) => ({ ...p })),
       steps: (rowName) => stepsOf(rows.find((x) => x.row === rowName)),

@@ -138,10 +138,10 @@ try {
       const inst = window.rstnExplorer.instances.find((i) => i.kind === 'attention');
       const crops = {};
       for (const row of inst.rows) crops[row] = Array.from({ length: inst.steps(row) }, (_, t) => inst.crop(row, 0, t));
-      return { rows: inst.rows, count: inst.count, image0: inst.imageLevels(0), crops };
+      return { rows: inst.rows, shown_row: inst.shownRow(), count: inst.count, image0: inst.imageLevels(0), crops };
     });
-    // the canvases shown for the first row and image are those crops
-    const firstRow = report.attention.crops[report.attention.rows[0]];
+    // the canvases shown for the row on show and the first image are those crops
+    const firstRow = report.attention.crops[report.attention.shown_row];
     report.attention.shown_vs_crop_mismatches = first.reduce((sum, levels, t) =>
       sum + mismatches(levels, firstRow[t].data.map((v) => Math.round(255 * Math.min(1, Math.max(0, v))))), 0);
     report.attention.shown_crops = first.length;

@@ -85,9 +85,10 @@ def standalone_page(directory: Path, picture: np.ndarray) -> None:
     images = np.stack([picture, picture[::-1], picture[:, ::-1]])
     labels = rng.integers(0, 10, (3, 3))
     scale_shift = np.array([[0.3, 0, -0.5], [0, 0.3, 0.1]], np.float32)
-    runs = [explorers.AttentionRun("rnn-spn-d2", "RNN-SPN, d = 2", 2,
+    # a run in progress first: the explorer opens on the first finished one (ffn-spn-d3)
+    runs = [explorers.AttentionRun("rnn-spn-d2", "RNN-SPN, d = 2, in progress", 2,
                                    (scale_shift + rng.normal(0, 0.1, (3, 3, 2, 3))).astype(np.float32),
-                                   rng.integers(0, 10, (3, 3))),
+                                   rng.integers(0, 10, (3, 3)), finished=False, epochs=2),
             explorers.AttentionRun("ffn-spn-d3", "FFN-SPN, d = 3", 3,
                                    rng.normal(0, 0.3, (3, 1, 2, 3)).astype(np.float32) + np.eye(2, 3, dtype=np.float32),
                                    rng.integers(0, 10, (3, 3))),
@@ -187,6 +188,8 @@ def test_attention_crops_match_rstn_sampler(report):
     print(f"\n{report['name']}: attention crops, max |browser - rstn.sampler| = {worst:.2e} grey levels")
     assert worst <= 1
     assert attention["shown_vs_crop_mismatches"] == 0 and attention["shown_crops"] >= 1
+    if report["name"] == "standalone":
+        assert attention["shown_row"] == "ffn-spn-d3"
     assert attention["next_image_changes_crops"]
 
 
