@@ -43,10 +43,12 @@ unit-test:  ## unit tests of the package
 
 replicate: install  ## data -> train every Table 1 row via papermill -> chapters -> book [PROFILE= SEEDS="0 1" FORCE=1 DEVICE= INTO_BOOK=1]
 	$(BIN)/rstn replicate --profile $(PROFILE) --seeds $(SEEDS) $(if $(FORCE),--force) $(if $(DEVICE),--device $(DEVICE)) $(if $(INTO_BOOK),--into-book)
+	$(BIN)/rstn table --profile paper --write-readme README.md
 	$(MAKE) book
 
-notebooks: install  ## execute the chapters (not training) into book/ from existing results [PROFILE= INTO_BOOK=1]
+notebooks: install  ## execute the chapters (not training) into book/ from existing results, and README's table [PROFILE= INTO_BOOK=1]
 	$(BIN)/rstn chapters --profile $(PROFILE) $(if $(INTO_BOOK),--into-book)
+	$(BIN)/rstn table --profile paper --write-readme README.md
 
 book: install  ## build the Jupyter Book into _build/html: warnings are errors, no error outputs, nothing from the network
 	$(BIN)/python -m pytest -q tests/test_book_offline.py -k error_output

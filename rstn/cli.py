@@ -265,12 +265,14 @@ def _add_table(subparsers) -> None:
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="(default: %(default)s)")
     p.add_argument("--markdown", action="store_true",
                    help="the landing page's table as Markdown (paper, ours, difference, status, epochs, device)")
+    p.add_argument("--write-readme", type=Path, metavar="README",
+                   help="put the Markdown table into README under its marker line instead of printing it")
     p.set_defaults(func=_cmd_table)
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
     from rstn.results import HEADLINE_COLUMNS, default_table_profile, format_table, headline_rows, load_table, \
-        markdown_table
+        markdown_table, replace_marked_table
 
     table = load_table(args.profile, args.results_dir)
     profile = table[0].profile
@@ -280,6 +282,13 @@ def _cmd_table(args: argparse.Namespace) -> int:
                          f"`rstn train --all --profile {profile}`"
                          + (" or `make train-cpu` (the paper rows a CPU can do)" if profile == "paper" else "")
                          + (f"; results exist for --profile {other}" if other != profile else ""))
+    if args.write_readme:
+        text = args.write_readme.read_text(encoding="utf-8")
+        updated = replace_marked_table(text, markdown_table(HEADLINE_COLUMNS, headline_rows(table)))
+        args.write_readme.write_text(updated, encoding="utf-8")
+        print(f"{args.write_readme}: Table 1 of profile {profile!r} "
+              + ("updated" if updated != text else "already up to date"))
+        return 0
     print(markdown_table(HEADLINE_COLUMNS, headline_rows(table)) if args.markdown else format_table(table))
     return 0
 

@@ -407,6 +407,25 @@ def markdown_table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     return "\n".join(lines)
 
 
+README_TABLE_MARK = "<!-- table: rstn table --profile paper --markdown -->"
+
+
+def replace_marked_table(text: str, table: str, mark: str = README_TABLE_MARK) -> str:
+    """`text` (the README) with the Markdown table right after the line `mark` replaced by `table`.
+
+    Raises:
+        ValueError: `mark` is not a line of `text`.
+    """
+    lines = text.split("\n")
+    if mark not in lines:
+        raise ValueError(f"no line {mark!r} to put the table after")
+    start = lines.index(mark) + 1
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return "\n".join(lines[:start] + table.split("\n") + lines[end:])
+
+
 def format_table(table: list[TableRecord]) -> str:
     """Plain-text Table 1: per-digit test error (%), ours as mean ± sample std over seeds."""
     if not table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,26 @@ def test_runs_with_another_config_than_the_profiles_are_marked(tmp_path):
     assert rows["ffn-spn-d4"][6].startswith("finished; another config than the profile's")
     line = next(s for s in format_table(list(table.values())).splitlines() if s.startswith("ffn-spn-d4"))
     assert "1 made with another config than the profile's" in line
+
+
+def test_replace_marked_table_swaps_only_the_table_after_the_mark():
+    from rstn.results import README_TABLE_MARK, replace_marked_table
+
+    text = f"# title\n\nbefore\n{README_TABLE_MARK}\n| a |\n|---|\n| 1 |\n\nafter | not a table line\n"
+    updated = replace_marked_table(text, "| a |\n|---|\n| 2 |\n| 3 |")
+    assert updated == f"# title\n\nbefore\n{README_TABLE_MARK}\n| a |\n|---|\n| 2 |\n| 3 |\n\nafter | not a table line\n"
+    assert replace_marked_table(updated, "| a |\n|---|\n| 2 |\n| 3 |") == updated
+    with pytest.raises(ValueError, match="no line"):
+        replace_marked_table("# no mark\n", "| a |")
+
+
+def test_the_readme_shows_table_1_of_the_committed_results():
+    """The README's first table is `rstn table --profile paper --markdown` of results/ as committed
+    (`make notebooks` rewrites it; `rstn table --profile paper --write-readme README.md` alone)."""
+    from rstn.results import HEADLINE_COLUMNS, headline_rows, markdown_table, replace_marked_table
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    table = markdown_table(HEADLINE_COLUMNS, headline_rows(load_table("paper", root / "results")))
+    assert replace_marked_table(readme, table) == readme, \
+        "README's Table 1 is out of date: run `rstn table --profile paper --write-readme README.md`"
