@@ -401,9 +401,12 @@ def run_facts_rows(runs: Iterable[RunRecord]) -> list[list[str]]:
 
 def markdown_table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     """A GitHub-flavoured Markdown table (for the README: `rstn table --markdown`)."""
+    def line(cells: Iterable[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
     header = list(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    lines = [line(header), "|" + "|".join("---" for _ in header) + "|"]
+    lines += [line(cells) for cells in rows]
     return "\n".join(lines)
 
 

@@ -201,3 +201,9 @@ def test_the_readme_shows_table_1_of_the_committed_results():
     table = markdown_table(HEADLINE_COLUMNS, headline_rows(load_table("paper", root / "results")))
     assert replace_marked_table(readme, table) == readme, \
         "README's Table 1 is out of date: run `rstn table --profile paper --write-readme README.md`"
+
+
+def test_markdown_table_escapes_pipes_in_cells():
+    from rstn.results import markdown_table
+
+    assert markdown_table(["a", "b"], [["x|y", "z"]]).splitlines()[2] == "| x\\|y | z |"
