@@ -21,7 +21,7 @@ DEVICE = ROOT / "scripts" / "device"
 def test_scripts_parse_and_name_files_that_exist():
     for script in DEVICE.glob("*.sh"):
         subprocess.run(["bash", "-n", str(script)], check=True)
-    for script in ("call1.sh", "call_next.sh"):
+    for script in ("call1.sh", "checks.sh", "call_next.sh"):
         text = (DEVICE / script).read_text()
         for path in re.findall(r"(?:tests|scripts|benchmarks)/[\w/]+\.(?:py|sh)", text):
             assert (ROOT / path).is_file(), f"{script} names {path}, which does not exist"

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Calls 2, 3, ... of a GPU window: resume from the archive the last call gave back (copied to
-# .carry/sweep-paper.tar.gz) and train the given seeds until about a minute before the 10-minute limit.
-#   bash scripts/device/call_next.sh 0 1      # call 2: finish seed 0, start seed 1
-#   bash scripts/device/call_next.sh 0 1 2    # call 3
+# .carry/sweep-paper.tar.gz) and train the given seeds until about a minute before the call's limit.
+#   CALL_S=600 bash scripts/device/call_next.sh 0 1      # call 2: finish seed 0, start seed 1
+#   CALL_S=600 bash scripts/device/call_next.sh 0 1 2    # call 3
+# CALL_S: the timeout_s given to the device tool's run.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 start=$SECONDS
 source scripts/device/setup.sh
-left=$(( 560 - (SECONDS - start) ))
+left=$(( ${CALL_S:-600} - 40 - (SECONDS - start) ))  # time to stop the jobs and pack the archive
 python3 -m rstn.cli sweep --all --profile paper --seeds "$@" --concurrency 9 --budget "${left}s" \
   --resume-from .carry/sweep-paper.tar.gz --checkpoint-every 5 --out "$OUT" --log-dir /tmp/sweep-jobs \
   2>&1 | tee "$OUT/sweep.log"
