@@ -190,12 +190,17 @@ def _add_sweep(subparsers) -> None:
     p.add_argument("--executor", choices=("local", "slurm", "debug"), default="local",
                    help="local: subprocesses here (default); slurm: one job per run; debug: in this process")
     p.add_argument("--concurrency", type=int, default=1, help="local: jobs at once (default: %(default)s)")
-    p.add_argument("--gpus", type=int, default=0, help="local: GPUs to spread the jobs over; slurm: per job")
+    p.add_argument("--gpus", type=int, default=None,
+                   help="local: GPUs to deal the jobs over (default: all this machine has; 0: none); "
+                        "slurm: per job (default: 1)")
     p.add_argument("--slurm-partition", default=None)
     p.add_argument("--budget", default=None, metavar="DURATION",
                    help="every job stops cleanly at an epoch boundary before this much time has passed")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="write DIR/sweep-<profile>.tar.gz (results, and checkpoints where they fit, < 16 MiB)")
+                   help="write DIR/sweep-<profile>.tar.gz (results, and checkpoints where they fit, < 16 MiB): "
+                        "every --pack-every while the jobs run, and at the end, even if jobs failed")
+    p.add_argument("--pack-every", default="90s", metavar="DURATION",
+                   help="with --out: how often the archive is rewritten while the jobs run (default: %(default)s)")
     p.add_argument("--resume-from", type=Path, default=None, metavar="ARCHIVE",
                    help="unpack an archive of an earlier sweep first and continue its runs")
     p.add_argument("--fresh", action="store_true", help="do not resume runs in progress: start them over")
@@ -219,23 +224,35 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         manifest = sweep.unpack(args.resume_from, args.results_dir, args.checkpoint_dir)
         print(f"rstn sweep: unpacked {args.resume_from}: {len(manifest.get('checkpoints', []))} checkpoints"
               + (f"; left out then (those runs start over): {', '.join(manifest['left_out'])}"
-                 if manifest.get("left_out") else ""), file=sys.stderr)
+                 if manifest.get("left_out") else "")
+              + (f"; kept as they were (further on here): {', '.join(manifest['kept'])}" if manifest["kept"] else ""),
+              file=sys.stderr)
     overrides = _parse_overrides(args.overrides)
-    summaries = sweep.sweep(None if args.all else args.row, args.profile, args.seeds, executor=args.executor,
-                            concurrency=args.concurrency, gpus=args.gpus, results_dir=args.results_dir,
-                            checkpoint_root=args.checkpoint_dir, device=args.device, budget_s=budget_s,
-                            resume=not args.fresh, checkpoint_every=args.checkpoint_every, log_dir=args.log_dir,
-                            slurm_partition=args.slurm_partition, **overrides)
-    if args.out is not None:
-        configs = sweep.plan(None if args.all else args.row, args.profile, args.seeds, 1, args.device,
-                             **overrides).configs
+    rows = None if args.all else args.row
+    configs = sweep.plan(rows, args.profile, args.seeds, 1, args.device, **overrides).configs
+
+    def pack(final: bool) -> None:
         archive = args.out / f"sweep-{args.profile}.tar.gz"
         manifest = sweep.pack(archive, configs, args.results_dir, args.checkpoint_dir)
         print(f"rstn sweep: wrote {archive} ({archive.stat().st_size / 2**20:.1f} MiB, "
-              f"{len(manifest['checkpoints'])} checkpoints"
+              f"{len(manifest['checkpoints'])} checkpoints" + ("" if final else ", so far")
               + (f"; left out: {', '.join(manifest['left_out'])}" if manifest["left_out"] else "") + ")",
               file=sys.stderr)
-    return 1 if any(s["status"] == "diverged" for s in summaries) else 0
+
+    # the archive is rewritten while the jobs run and once more at the end, whatever happened: a call cut
+    # short by its limit still gives back what was trained until the last rewrite
+    try:
+        summaries = sweep.sweep(rows, args.profile, args.seeds, executor=args.executor,
+                                concurrency=args.concurrency, gpus=args.gpus, results_dir=args.results_dir,
+                                checkpoint_root=args.checkpoint_dir, device=args.device, budget_s=budget_s,
+                                resume=not args.fresh, checkpoint_every=args.checkpoint_every, log_dir=args.log_dir,
+                                slurm_partition=args.slurm_partition,
+                                while_waiting=None if args.out is None else lambda: pack(final=False),
+                                wait_interval_s=parse_duration(args.pack_every), **overrides)
+    finally:
+        if args.out is not None:
+            pack(final=True)
+    return 1 if any(s["status"] in ("diverged", "failed") for s in summaries) else 0
 
 
 def _add_unpack(subparsers) -> None:
@@ -253,7 +270,8 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
 
     manifest = unpack(args.archive, args.results_dir, args.checkpoint_dir)
     print(f"unpacked {args.archive} into {args.results_dir}: {len(manifest.get('checkpoints', []))} checkpoints"
-          + (f"; not in it: {', '.join(manifest['left_out'])}" if manifest.get("left_out") else ""))
+          + (f"; not in it: {', '.join(manifest['left_out'])}" if manifest.get("left_out") else "")
+          + (f"; kept as they were (further on here): {', '.join(manifest['kept'])}" if manifest["kept"] else ""))
     return 0
 
 

@@ -21,7 +21,7 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +66,11 @@ def run_lane(configs: Sequence[RunConfig], results_dir: str, checkpoint_root: st
     """One job: train `configs` in order until done or out of time (the body submitit runs).
 
     deadline: wall-clock seconds (`time.time()`), turned into this process's monotonic clock.
-    Returns one summary per run: {row, seed, threads, status[, epochs, test_error]}.
+    Returns one summary per run: {row, seed, threads, status[, epochs, test_error | error]}; a run that
+    raises is "failed" and the lane goes on with the next.
     """
+    import traceback
+
     import torch
 
     from rstn.runs import train_run
@@ -87,9 +90,33 @@ def run_lane(configs: Sequence[RunConfig], results_dir: str, checkpoint_root: st
         except NonFiniteLossError:
             summaries.append(summary | {"status": "diverged"})
             continue
+        except Exception as error:  # noqa: BLE001 (one run's failure, e.g. out of memory, must not end the lane)
+            traceback.print_exc()  # into the job's log
+            summaries.append(summary | {"status": "failed", "error": f"{type(error).__name__}: {error}"})
+            continue
         summaries.append(summary | {"status": result.status, "epochs": result.record.epochs_run,
                                     "test_error": result.test_error})
     return summaries
+
+
+def in_progress_first(lane: Sequence[RunConfig], results_dir: str | Path,
+                      checkpoint_root: str | Path | None) -> tuple[RunConfig, ...]:
+    """`lane` with the runs that can resume (a run.json in progress and its checkpoint) moved to the front,
+    so that a deadline spends the time on them first; the order is otherwise kept."""
+    from rstn.results import read_run
+    from rstn.runs import checkpoint_dir
+
+    root = Path(checkpoint_root) if checkpoint_root is not None else checkpoint_dir()
+
+    def resumable(config: RunConfig) -> bool:
+        record = run_dir(results_dir, config.profile, config.row, config.seed) / RUN_FILE
+        checkpoint = run_dir(root, config.profile, config.row, config.seed) / CHECKPOINT_NAME
+        try:
+            return checkpoint.exists() and record.exists() and read_run(record).status == "running"
+        except Exception:  # noqa: BLE001 (an unreadable record: train_run says what is wrong with it)
+            return False
+
+    return tuple(sorted(lane, key=lambda c: not resumable(c)))
 
 
 def prepare_data(configs: Iterable[RunConfig]) -> None:
@@ -123,23 +150,45 @@ def make_executor(kind: str, folder: str | Path, *, timeout_min: float, gpus: in
     return executor
 
 
+def default_gpus(executor: str, device: str | None) -> int:
+    """GPUs when `sweep` is not told: every GPU this machine has (local), 1 per job (slurm); 0 on the CPU."""
+    if device == "cpu" or executor == "debug":
+        return 0
+    if executor == "slurm":
+        return 1
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def sweep(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], *, executor: str = "local",
-          concurrency: int = 1, gpus: int = 0, results_dir: str | Path = "results",
+          concurrency: int = 1, gpus: int | None = None, results_dir: str | Path = "results",
           checkpoint_root: str | Path | None = None, device: str | None = None, budget_s: float | None = None,
           resume: bool = True, checkpoint_every: int = 1, log_dir: str | Path = "_build/sweep",
-          slurm_partition: str | None = None, **train_overrides) -> list[dict]:
+          slurm_partition: str | None = None, while_waiting: Callable[[], None] | None = None,
+          wait_interval_s: float = 60.0, **train_overrides) -> list[dict]:
     """Train (row x seed) runs through submitit and wait for them; returns one summary per run.
 
     Args:
-        executor: 'local' (`concurrency` lanes on this machine; with `gpus` > 1 lane i uses GPU i % gpus),
-            'slurm' (one job per run) or 'debug' (lanes one after another in this process).
+        executor: 'local' (`concurrency` lanes on this machine; lane i uses GPU i % gpus), 'slurm' (one job
+            per run) or 'debug' (lanes one after another in this process).
+        gpus: local: the GPUs to deal the lanes over; slurm: GPUs per job; None: `default_gpus`. (submitit's
+            local executor hides every GPU from a job that asks for none.)
         budget_s: every job stops cleanly at an epoch boundary before this many seconds from now.
         log_dir: submitit's folder (job logs, pickled calls).
+        while_waiting: called every `wait_interval_s` seconds until the jobs are done (e.g. to pack what
+            they have written so far; an exception in it is printed, not raised).
+
+    A job that fails as a whole (not one run: `run_lane` catches those) gives its runs the status "failed";
+    the other jobs' summaries are returned as usual.
     """
     deadline = time.time() + budget_s if budget_s is not None else None
+    gpus = default_gpus(executor, device) if gpus is None else gpus
     the_plan = plan(rows, profile, seeds, 1 if executor == "slurm" else concurrency, device, **train_overrides)
     prepare_data(the_plan.configs)
     lanes = [(c,) for c in the_plan.configs] if executor == "slurm" else the_plan.lanes
+    if resume:
+        lanes = [in_progress_first(lane, results_dir, checkpoint_root) for lane in lanes]
     timeout_min = (budget_s / 60 + 5) if budget_s is not None else 60 * 24 * 3
     ex = make_executor(executor, log_dir, timeout_min=timeout_min, gpus=gpus, slurm_partition=slurm_partition)
     args = (str(results_dir), None if checkpoint_root is None else str(checkpoint_root), device, deadline, resume,
@@ -149,10 +198,25 @@ def sweep(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], *, exe
         if executor == "local" and gpus:
             ex.update_parameters(gpus_per_node=1, visible_gpus=(i % gpus,))
         jobs.append(ex.submit(run_lane, list(lane), *args))
-        print(f"sweep: job {jobs[-1].job_id}: " + ", ".join(f"{c.row}/seed{c.seed}" for c in lane), flush=True)
-    summaries = [s for job in jobs for s in job.result()]
+        gpu = f" (GPU {i % gpus})" if executor == "local" and gpus else ""
+        print(f"sweep: job {jobs[-1].job_id}{gpu}: " + ", ".join(f"{c.row}/seed{c.seed}" for c in lane), flush=True)
+    while while_waiting is not None and not all(job.done() for job in jobs):
+        time.sleep(wait_interval_s)
+        try:
+            while_waiting()
+        except Exception as error:  # noqa: BLE001 (the jobs matter more than an interim report)
+            print(f"sweep: while waiting: {type(error).__name__}: {error}", flush=True)
+    summaries = []
+    for job, lane in zip(jobs, lanes):
+        try:
+            summaries += job.result()
+        except Exception as error:  # noqa: BLE001 (the job as a whole failed: say so, keep the others)
+            message = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
+            summaries += [{"row": c.row, "seed": c.seed, "status": "failed", "error": message} for c in lane]
     for s in summaries:
         error = "" if s.get("test_error") is None else f", test error {100 * s['test_error']:.2f}%"
+        if "error" in s:
+            error = f": {s['error']}"
         print(f"sweep: {s['row']}/seed{s['seed']}: {s['status']}"
               + (f" after {s['epochs']} epochs" if "epochs" in s else "") + error, flush=True)
     return summaries
@@ -201,11 +265,9 @@ def pack(archive: str | Path, configs: Iterable[RunConfig], results_dir: str | P
     tmp = archive.with_name(archive.name + ".tmp")
     with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
         for path, name in members:
-            tar.add(path, arcname=name)
-        data = json.dumps(manifest, indent=1).encode()
-        info = tarfile.TarInfo(MANIFEST_NAME)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+            # read whole first: jobs still running replace their files (atomically), so one read sees one version
+            _add_bytes(tar, name, path.read_bytes(), path.stat().st_mtime)
+        _add_bytes(tar, MANIFEST_NAME, json.dumps(manifest, indent=1).encode(), time.time())
     size = tmp.stat().st_size
     if size > limit:
         tmp.unlink()
@@ -214,30 +276,61 @@ def pack(archive: str | Path, configs: Iterable[RunConfig], results_dir: str | P
     return manifest
 
 
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = len(data), int(mtime)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _progress(record) -> tuple[bool, int]:
+    """How far a run got, for comparing two records of it: finished beats running, then more epochs."""
+    return (record.finished, record.epochs_run)
+
+
 def unpack(archive: str | Path, results_dir: str | Path = "results",
            checkpoint_root: str | Path | None = None) -> dict:
     """Put an archive of `pack` back: results under `results_dir`, checkpoints under `checkpoint_root`.
 
+    A run whose record here got further than the archive's (finished, or more epochs: e.g. trained on
+    meanwhile by another machine) is kept as it is, with its checkpoint; the manifest returned lists those
+    runs under "kept".
+
     Returns:
         the manifest. Raises ValueError on a member outside those two folders.
     """
+    from rstn.results import RunRecord, read_run
     from rstn.runs import checkpoint_dir
 
     checkpoint_root = Path(checkpoint_root) if checkpoint_root is not None else checkpoint_dir()
     roots = {"results": Path(results_dir), "checkpoints": checkpoint_root}
-    manifest = {}
+    manifest: dict = {}
     with tarfile.open(archive, "r:gz") as tar:
-        for member in tar.getmembers():
+        members = tar.getmembers()
+        for member in members:
+            top, _, rest = member.name.partition("/")
+            if member.name != MANIFEST_NAME and (top not in roots or not member.isfile() or ".." in Path(rest).parts
+                                                 or Path(rest).is_absolute()):
+                raise ValueError(f"{archive}: unexpected member {member.name!r}")
+        kept = set()  # <profile>/<row>/seed<k> of the runs whose record here is further on
+        for member in members:
+            top, _, rest = member.name.partition("/")
+            here = roots["results"] / rest
+            if top == "results" and here.name == RUN_FILE and here.exists():
+                incoming = RunRecord.from_json(tar.extractfile(member).read().decode())
+                if _progress(read_run(here)) > _progress(incoming):
+                    kept.add(str(Path(rest).parent))
+        for member in members:
             if member.name == MANIFEST_NAME:
                 manifest = json.load(tar.extractfile(member))
                 continue
             top, _, rest = member.name.partition("/")
-            if top not in roots or not member.isfile() or ".." in Path(rest).parts or Path(rest).is_absolute():
-                raise ValueError(f"{archive}: unexpected member {member.name!r}")
+            if str(Path(rest).parent) in kept:
+                continue
             target = roots[top] / rest
             target.parent.mkdir(parents=True, exist_ok=True)
             with tar.extractfile(member) as source:
                 tmp = target.with_name(target.name + ".tmp")
                 tmp.write_bytes(source.read())
                 tmp.replace(target)
+    manifest["kept"] = sorted(kept)
     return manifest

@@ -68,7 +68,7 @@ def _resume_and_run_straight(tmp_path, results2, ckpts2, rows):
     from rstn.runs import train_run
 
     resumed = sweep.sweep(rows, "smoke", [0], executor="debug", results_dir=results2, checkpoint_root=ckpts2,
-                          device="cpu", budget_s=4, log_dir=tmp_path / "jobs2", **LONG)
+                          device="cpu", budget_s=10, log_dir=tmp_path / "jobs2", **LONG)
     record2 = read_run(results2 / "smoke" / "ffn-spn-d4" / "seed0" / RUN_FILE)
     straight = run_config("ffn-spn-d4", "smoke", 0, max_epochs=record2.epochs_run, patience=300)
     one_go = train_run(straight, results_dir=tmp_path / "results3", checkpoint_root=tmp_path / "ckpt3",
@@ -99,3 +99,109 @@ def test_pack_leaves_out_checkpoints_that_do_not_fit(tmp_path):
         tar.add(folder / RUN_FILE, arcname="../escape/run.json")
     with pytest.raises(ValueError, match="unexpected member"):
         sweep.unpack(bad, tmp_path / "r", tmp_path / "c")
+
+
+class _FakeJob:
+    def __init__(self, fn, args, fail=False):
+        self.fn, self.args, self.fail, self.job_id, self.polls = fn, args, fail, str(id(self)), 0
+
+    def done(self):
+        self.polls += 1
+        return self.polls > 1  # busy at the first look, done at the second
+
+    def result(self):
+        if self.fail:
+            raise RuntimeError("job 1 crashed\nCUDA error: out of memory")
+        return [{"row": c.row, "seed": c.seed, "status": "finished"} for c in self.args[0]]
+
+
+class _FakeExecutor:
+    def __init__(self):
+        self.parameters, self.jobs = {}, []
+
+    def update_parameters(self, **kwargs):
+        self.parameters.update(kwargs)
+
+    def submit(self, fn, *args):
+        self.jobs.append(_FakeJob(fn, args, fail=len(self.jobs) == 1))
+        self.jobs[-1].visible_gpus = self.parameters.get("visible_gpus")
+        return self.jobs[-1]
+
+
+def test_local_jobs_are_dealt_over_the_gpus_and_a_failed_job_keeps_the_others(monkeypatch, tmp_path):
+    """submitit's local executor hides every GPU from a job that asks for none: the sweep asks for one
+    per job, dealt round the machine's GPUs. A job that crashes marks its runs failed, not the sweep."""
+    fake = _FakeExecutor()
+    monkeypatch.setattr(sweep, "make_executor", lambda *a, **k: fake)
+    monkeypatch.setattr(sweep, "prepare_data", lambda configs: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    waits = []
+    summaries = sweep.sweep(["rnn-spn-d4", "ffn-spn-d4", "rnn-spn-d3"], "smoke", [0], concurrency=3,
+                            results_dir=tmp_path, checkpoint_root=tmp_path, while_waiting=lambda: waits.append(1),
+                            wait_interval_s=0)
+    assert [job.visible_gpus for job in fake.jobs] == [(0,), (1,), (0,)]
+    assert fake.parameters["gpus_per_node"] == 1 and waits  # called while jobs were busy
+    assert sorted(s["status"] for s in summaries) == ["failed", "finished", "finished"]
+    failed = next(s for s in summaries if s["status"] == "failed")
+    assert failed["error"] == "RuntimeError: CUDA error: out of memory"
+    assert sweep.default_gpus("local", "cpu") == 0 and sweep.default_gpus("slurm", None) == 1
+
+
+def test_a_run_that_raises_does_not_end_its_lane(monkeypatch):
+    import rstn.runs
+
+    trained = []
+
+    def train_run(config, **kwargs):
+        if config.row == "rnn-spn-d4":
+            raise RuntimeError("CUDA out of memory")
+        trained.append(config.row)
+        record = type("R", (), {"epochs_run": 3})()
+        return type("Result", (), {"status": "finished", "record": record, "test_error": 0.1})()
+
+    monkeypatch.setattr(rstn.runs, "train_run", train_run)
+    configs = [run_config(r, "smoke", 0) for r in ("rnn-spn-d4", "ffn-spn-d4")]
+    summaries = sweep.run_lane(configs, "results", None, "cpu", None, True, 1)
+    assert [s["status"] for s in summaries] == ["failed", "finished"] and trained == ["ffn-spn-d4"]
+    assert summaries[0]["error"] == "RuntimeError: CUDA out of memory"
+
+
+def _write(results, row, **changes):
+    import dataclasses
+
+    from rstn.results import write_run
+    from tests.test_results import make_record
+
+    folder = results / "smoke" / row / "seed0"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_run(folder / RUN_FILE, dataclasses.replace(
+        make_record(), row=row, config=run_config(row, "smoke", 0).to_dict(), **changes))
+    return folder
+
+
+def test_unpack_keeps_a_run_that_got_further_here(tmp_path):
+    """An archive from a device call does not replace a run that has trained on here meanwhile."""
+    source, here = tmp_path / "source", tmp_path / "here"
+    running = dict(status="running", stop_reason="time_budget")
+    _write(source, "ffn-spn-d4", **running)  # the archive: 1 epoch, in progress
+    _write(source, "rnn-spn-d4", **running)
+    _write(here, "ffn-spn-d4")  # here: finished
+    configs = [run_config(r, "smoke", 0) for r in ("ffn-spn-d4", "rnn-spn-d4")]
+    archive = tmp_path / "a.tar.gz"
+    sweep.pack(archive, configs, source, tmp_path / "no-checkpoints")
+    manifest = sweep.unpack(archive, here, tmp_path / "ckpt")
+    assert manifest["kept"] == ["smoke/ffn-spn-d4/seed0"]
+    assert read_run(here / "smoke" / "ffn-spn-d4" / "seed0" / RUN_FILE).finished
+    assert read_run(here / "smoke" / "rnn-spn-d4" / "seed0" / RUN_FILE).status == "running"
+
+
+def test_runs_that_can_resume_go_first_in_their_lane(tmp_path):
+    results, ckpts = tmp_path / "results", tmp_path / "ckpt"
+    _write(results, "rnn-spn-d4", status="running", stop_reason="time_budget")
+    _write(results, "ffn-spn-d4", status="running", stop_reason="time_budget")  # no checkpoint: starts over
+    checkpoint = ckpts / "smoke" / "rnn-spn-d4" / "seed0" / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"x")
+    lane = [run_config(r, "smoke", 0) for r in ("ffn-spn-d1", "ffn-spn-d4", "rnn-spn-d4")]
+    assert [c.row for c in sweep.in_progress_first(lane, results, ckpts)] == ["rnn-spn-d4", "ffn-spn-d1", "ffn-spn-d4"]

@@ -12,5 +12,5 @@ left=$(( ${CALL_S:-600} - 60 - (SECONDS - start) ))  # a minute to stop the jobs
 if (( left < 60 )); then echo "== ${left}s left: no time for the sweep"; exit 1; fi
 echo "== seed 0 of every row for ${left}s"
 python3 -m rstn.cli sweep --all --profile paper --seeds 0 --concurrency 9 --budget "${left}s" \
-  --checkpoint-every 5 --out "$OUT" --log-dir /tmp/sweep-jobs 2>&1 | tee "$OUT/sweep.log"
-tail -n 3 /tmp/sweep-jobs/*_log.out > "$OUT/jobs-tail.log" 2>/dev/null
+  --checkpoint-every 2 --out "$OUT" --log-dir /tmp/sweep-jobs 2>&1 | tee "$OUT/sweep.log"
+tail -n 5 /tmp/sweep-jobs/*_log.out /tmp/sweep-jobs/*_log.err > "$OUT/jobs-tail.log" 2>/dev/null

@@ -8,7 +8,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 start=$SECONDS
 source scripts/device/setup.sh
-left=$(( ${CALL_S:-600} - 40 - (SECONDS - start) ))  # time to stop the jobs and pack the archive
+left=$(( ${CALL_S:-600} - 60 - (SECONDS - start) ))  # a minute to stop the jobs and pack the archive
 python3 -m rstn.cli sweep --all --profile paper --seeds "$@" --concurrency 9 --budget "${left}s" \
-  --resume-from .carry/sweep-paper.tar.gz --checkpoint-every 5 --out "$OUT" --log-dir /tmp/sweep-jobs \
+  --resume-from .carry/sweep-paper.tar.gz --checkpoint-every 2 --out "$OUT" --log-dir /tmp/sweep-jobs \
   2>&1 | tee "$OUT/sweep.log"
+tail -n 5 /tmp/sweep-jobs/*_log.out /tmp/sweep-jobs/*_log.err > "$OUT/jobs-tail.log" 2>/dev/null
