@@ -205,3 +205,29 @@ def test_runs_that_can_resume_go_first_in_their_lane(tmp_path):
     checkpoint.write_bytes(b"x")
     lane = [run_config(r, "smoke", 0) for r in ("ffn-spn-d1", "ffn-spn-d4", "rnn-spn-d4")]
     assert [c.row for c in sweep.in_progress_first(lane, results, ckpts)] == ["rnn-spn-d4", "ffn-spn-d1", "ffn-spn-d4"]
+
+
+def test_the_archive_is_written_while_waiting_and_when_the_sweep_fails(monkeypatch, tmp_path):
+    from rstn import cli
+
+    results, out = tmp_path / "results", tmp_path / "out"
+    _write(results, "ffn-spn-d4", status="running", stop_reason="time_budget")
+    packed = []
+
+    def failing_sweep(*args, while_waiting=None, **kwargs):
+        while_waiting()
+        packed.append((out / "sweep-smoke.tar.gz").exists())
+        raise RuntimeError("the executor broke")
+
+    def pack(archive, *args, **kwargs):
+        archive.parent.mkdir(exist_ok=True)
+        archive.write_bytes(b"x")
+        packed.append("pack")
+        return {"checkpoints": [], "left_out": []}
+
+    monkeypatch.setattr(sweep, "sweep", failing_sweep)
+    monkeypatch.setattr(sweep, "pack", pack)
+    with pytest.raises(RuntimeError, match="the executor broke"):
+        cli.main(["sweep", "--row", "ffn-spn-d4", "--profile", "smoke", "--results-dir", str(results),
+                  "--out", str(out)])
+    assert packed == ["pack", True, "pack"]  # while waiting, then once more on the way out
