@@ -103,7 +103,7 @@ def in_progress_first(lane: Sequence[RunConfig], results_dir: str | Path,
                       checkpoint_root: str | Path | None) -> tuple[RunConfig, ...]:
     """`lane` with the runs that can resume (a run.json in progress and its checkpoint) moved to the front,
     so that a deadline spends the time on them first; the order is otherwise kept."""
-    from rstn.results import read_run
+    from rstn.results import ResultsError, read_run
     from rstn.runs import checkpoint_dir
 
     root = Path(checkpoint_root) if checkpoint_root is not None else checkpoint_dir()
@@ -113,7 +113,7 @@ def in_progress_first(lane: Sequence[RunConfig], results_dir: str | Path,
         checkpoint = run_dir(root, config.profile, config.row, config.seed) / CHECKPOINT_NAME
         try:
             return checkpoint.exists() and record.exists() and read_run(record).status == "running"
-        except Exception:  # noqa: BLE001 (an unreadable record: train_run says what is wrong with it)
+        except (ResultsError, OSError):  # an unreadable record: train_run says what is wrong with it
             return False
 
     return tuple(sorted(lane, key=lambda c: not resumable(c)))
