@@ -263,13 +263,17 @@ class SavedAttention:
         return next((r for r in self.runs if r.row == row), None)
 
     def pick(self, rows: Sequence[str]) -> AttentionRun | None:
-        """The run to show among ``rows`` (in order of preference): the first that has finished, else the
-        one trained longest, so a row just started does not stand in for a trained one."""
-        mine = [run for run in map(self.run, rows) if run is not None]
-        finished = [run for run in mine if run.finished]
-        if finished:
-            return finished[0]
-        return max(mine, key=lambda run: run.epochs or 0, default=None)
+        """The run to show among ``rows`` (in order of preference): `first_to_show` of their runs."""
+        return first_to_show([run for run in map(self.run, rows) if run is not None])
+
+
+def first_to_show(runs: Sequence[AttentionRun]) -> AttentionRun | None:
+    """The first run that has finished, else the one trained longest (the first of those), so that a row
+    just started does not stand in for a trained one; None for no runs."""
+    finished = [run for run in runs if run.finished]
+    if finished:
+        return finished[0]
+    return max(runs, key=lambda run: run.epochs or 0, default=None)
 
 
 def _test_split(data: dict, data_dir: str | Path | None):
@@ -284,9 +288,12 @@ def _test_split(data: dict, data_dir: str | Path | None):
 
 
 def _profile_with_attention(results_dir: str | Path, seed: int) -> str:
+    """The first of paper, quick, smoke with an attention.npz of a run that did not diverge."""
     for name in ("paper", "quick", "smoke"):
-        if any((Path(results_dir) / name).glob(f"*/seed{seed}/attention.npz")):
-            return name
+        for saved in (Path(results_dir) / name).glob(f"*/seed{seed}/attention.npz"):
+            record = saved.parent / results.RUN_FILE
+            if record.exists() and results.read_run(record).status != "diverged":
+                return name
     return "paper"
 
 

@@ -228,6 +228,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               + (f"; kept as they were (further on here): {', '.join(manifest['kept'])}" if manifest["kept"] else ""),
               file=sys.stderr)
     overrides = _parse_overrides(args.overrides)
+    pack_every_s = parse_duration(args.pack_every)
     rows = None if args.all else args.row
     configs = sweep.plan(rows, args.profile, args.seeds, 1, args.device, **overrides).configs
 
@@ -248,10 +249,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                                 resume=not args.fresh, checkpoint_every=args.checkpoint_every, log_dir=args.log_dir,
                                 slurm_partition=args.slurm_partition,
                                 while_waiting=None if args.out is None else lambda: pack(final=False),
-                                wait_interval_s=parse_duration(args.pack_every), **overrides)
-    finally:
+                                wait_interval_s=pack_every_s, **overrides)
+    except BaseException:
         if args.out is not None:
-            pack(final=True)
+            try:
+                pack(final=True)
+            except Exception as error:  # noqa: BLE001 (the sweep's own error is the one to see)
+                print(f"rstn sweep: the archive could not be written: {type(error).__name__}: {error}",
+                      file=sys.stderr)
+        raise
+    if args.out is not None:
+        pack(final=True)
     return 1 if any(s["status"] in ("diverged", "failed") for s in summaries) else 0
 
 
@@ -292,7 +300,10 @@ def _cmd_table(args: argparse.Namespace) -> int:
     from rstn.results import HEADLINE_COLUMNS, default_table_profile, format_table, headline_rows, load_table, \
         markdown_table, replace_marked_table
 
-    table = load_table(args.profile, args.results_dir)
+    if args.write_readme and args.profile not in (None, "paper"):
+        raise ValueError("--write-readme puts the paper profile's table into the README (its marker line says "
+                         f"so); drop --profile {args.profile}")
+    table = load_table("paper" if args.write_readme else args.profile, args.results_dir)
     profile = table[0].profile
     if not any(r.seeds or r.running or r.n_diverged for r in table):
         other = default_table_profile(args.results_dir)

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from rstn.attention import AttentionRun, SavedAttention, normalised_to_pixels
+from rstn.attention import AttentionRun, SavedAttention, first_to_show, normalised_to_pixels
 from rstn.sampler import output_size, transform
 
 ASSETS = "assets"
@@ -153,7 +153,7 @@ def attention_explorer_html(
         runs: one :class:`AttentionRun` per Table 1 row, each over the same N images.
         indices: (N,) the images' indices in the test split (shown beside the image slider).
         title, note: heading and the line under it (say where the data come from: profile, seed).
-        initial: the row shown first (default: the first finished run, else the first run).
+        initial: the row shown first (default: :func:`rstn.attention.first_to_show`).
     """
     images = np.asarray(images)
     labels = np.asarray(labels)
@@ -174,7 +174,7 @@ def attention_explorer_html(
                      "predictions": encode_array(predictions.astype(np.int32))})
     names = [run.row for run in runs]
     if initial is None:
-        initial = next((run.row for run in runs if run.finished), names[0])
+        initial = first_to_show(runs).row
     elif initial not in names:
         raise ValueError(f"initial row {initial!r} is not one of the runs: {', '.join(names)}")
     payload = {"images": encode_array(to_grey_levels(images)), "labels": encode_array(labels.astype(np.int32)),

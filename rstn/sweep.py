@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rstn.experiments import ROWS, RunConfig, get_row, run_config, run_dir
+from rstn.experiments import ROWS, RunConfig, comparable, get_row, run_config, run_dir
 from rstn.results import RUN_FILE
 from rstn.train import ATTENTION_NAME, CHECKPOINT_NAME, LOG_NAME
 
@@ -150,15 +151,29 @@ def make_executor(kind: str, folder: str | Path, *, timeout_min: float, gpus: in
     return executor
 
 
+def gpu_ids() -> list[int]:
+    """The GPUs this process may use, as the indices CUDA_VISIBLE_DEVICES takes: the parent's
+    CUDA_VISIBLE_DEVICES when set, else 0..count-1. (submitit's local executor writes a job's
+    `visible_gpus` into the job's CUDA_VISIBLE_DEVICES as they are, so they must be these indices.)"""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        import torch
+
+        return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    ids = [v.strip() for v in visible.split(",") if v.strip()]
+    if not all(v.isdigit() for v in ids):
+        raise ValueError(f"CUDA_VISIBLE_DEVICES={visible!r}: rstn sweep deals the GPUs by index; "
+                         "list indices, not UUIDs")
+    return [int(v) for v in ids]
+
+
 def default_gpus(executor: str, device: str | None) -> int:
-    """GPUs when `sweep` is not told: every GPU this machine has (local), 1 per job (slurm); 0 on the CPU."""
+    """GPUs when `sweep` is not told: every GPU this process may use (local), 1 per job (slurm); 0 on the CPU."""
     if device == "cpu" or executor == "debug":
         return 0
     if executor == "slurm":
         return 1
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return len(gpu_ids())
 
 
 def sweep(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], *, executor: str = "local",
@@ -193,32 +208,57 @@ def sweep(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], *, exe
     ex = make_executor(executor, log_dir, timeout_min=timeout_min, gpus=gpus, slurm_partition=slurm_partition)
     args = (str(results_dir), None if checkpoint_root is None else str(checkpoint_root), device, deadline, resume,
             checkpoint_every)
+    ids = (gpu_ids() if executor == "local" and gpus else [])[:gpus]
+    ids = ids if len(ids) == gpus else list(range(gpus))  # asked for more than are visible: take their word
     jobs = []
     for i, lane in enumerate(lanes):
         if executor == "local" and gpus:
-            ex.update_parameters(gpus_per_node=1, visible_gpus=(i % gpus,))
+            ex.update_parameters(gpus_per_node=1, visible_gpus=(ids[i % gpus],))
         jobs.append(ex.submit(run_lane, list(lane), *args))
-        gpu = f" (GPU {i % gpus})" if executor == "local" and gpus else ""
+        gpu = f" (GPU {ids[i % gpus]})" if executor == "local" and gpus else ""
         print(f"sweep: job {jobs[-1].job_id}{gpu}: " + ", ".join(f"{c.row}/seed{c.seed}" for c in lane), flush=True)
+    last_call = time.monotonic()
     while while_waiting is not None and not all(job.done() for job in jobs):
-        time.sleep(wait_interval_s)
-        try:
-            while_waiting()
-        except Exception as error:  # noqa: BLE001 (the jobs matter more than an interim report)
-            print(f"sweep: while waiting: {type(error).__name__}: {error}", flush=True)
+        time.sleep(min(2.0, wait_interval_s))  # look often: the end of the jobs is when time is shortest
+        if time.monotonic() - last_call >= wait_interval_s:
+            last_call = time.monotonic()
+            try:
+                while_waiting()
+            except Exception as error:  # noqa: BLE001 (the jobs matter more than an interim report)
+                print(f"sweep: while waiting: {type(error).__name__}: {error}", flush=True)
     summaries = []
     for job, lane in zip(jobs, lanes):
         try:
             summaries += job.result()
         except Exception as error:  # noqa: BLE001 (the job as a whole failed: say so, keep the others)
-            message = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
-            summaries += [{"row": c.row, "seed": c.seed, "status": "failed", "error": message} for c in lane]
+            lines = str(error).strip().splitlines()
+            summaries += _summaries_of_failed_job(lane, results_dir, f"{type(error).__name__}: "
+                                                  + (lines[-1] if lines else ""))
     for s in summaries:
         error = "" if s.get("test_error") is None else f", test error {100 * s['test_error']:.2f}%"
         if "error" in s:
             error = f": {s['error']}"
         print(f"sweep: {s['row']}/seed{s['seed']}: {s['status']}"
               + (f" after {s['epochs']} epochs" if "epochs" in s else "") + error, flush=True)
+    return summaries
+
+
+def _summaries_of_failed_job(lane: Sequence[RunConfig], results_dir: str | Path, message: str) -> list[dict]:
+    """A job that died as a whole (killed, out of host memory): its runs as their run.json last said, and
+    "failed" with `message` for the ones that had not finished."""
+    from rstn.results import ResultsError, read_run
+
+    summaries = []
+    for config in lane:
+        summary = {"row": config.row, "seed": config.seed, "status": "failed", "error": message}
+        try:
+            record = read_run(run_dir(results_dir, config.profile, config.row, config.seed) / RUN_FILE)
+        except (ResultsError, OSError):
+            record = None
+        if record is not None and record.finished and comparable(record.config) == comparable(config.to_dict()):
+            summary = {"row": config.row, "seed": config.seed, "status": "finished", "epochs": record.epochs_run,
+                       "test_error": record.test_error}
+        summaries.append(summary)
     return summaries
 
 
@@ -291,9 +331,9 @@ def unpack(archive: str | Path, results_dir: str | Path = "results",
            checkpoint_root: str | Path | None = None) -> dict:
     """Put an archive of `pack` back: results under `results_dir`, checkpoints under `checkpoint_root`.
 
-    A run whose record here got further than the archive's (finished, or more epochs: e.g. trained on
-    meanwhile by another machine) is kept as it is, with its checkpoint; the manifest returned lists those
-    runs under "kept".
+    A run whose record here got further than the archive's (finished, or more epochs with its checkpoint
+    here to resume from: e.g. trained on meanwhile by another machine) is kept as it is, with its
+    checkpoint; the manifest returned lists those runs under "kept".
 
     Returns:
         the manifest. Raises ValueError on a member outside those two folders.
@@ -316,8 +356,9 @@ def unpack(archive: str | Path, results_dir: str | Path = "results",
             top, _, rest = member.name.partition("/")
             here = roots["results"] / rest
             if top == "results" and here.name == RUN_FILE and here.exists():
-                incoming = RunRecord.from_json(tar.extractfile(member).read().decode())
-                if _progress(read_run(here)) > _progress(incoming):
+                incoming, mine = RunRecord.from_json(tar.extractfile(member).read().decode()), read_run(here)
+                resumable = (roots["checkpoints"] / Path(rest).parent / CHECKPOINT_NAME).exists()
+                if (mine.finished or resumable) and _progress(mine) > _progress(incoming):
                     kept.add(str(Path(rest).parent))
         for member in members:
             if member.name == MANIFEST_NAME:

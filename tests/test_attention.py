@@ -255,3 +255,19 @@ def test_a_finished_run_is_picked_before_one_just_started_and_diverged_runs_are_
     assert saved.pick(["rnn-spn-d3", "rnn-spn-d4"]).row == "rnn-spn-d4"
     assert saved.pick(["rnn-spn-d2", "rnn-spn-d3"]).row == "rnn-spn-d3"
     assert saved.pick(["ffn-spn-d2"]) is None
+
+
+def test_a_profile_whose_only_attention_is_a_diverged_runs_is_passed_over(saved_run, tmp_path):
+    import dataclasses
+    import shutil
+
+    results, _, _ = saved_run
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    smoke, paper = copy / "smoke" / "rnn-spn-d4" / "seed0", copy / "paper" / "rnn-spn-d4" / "seed0"
+    paper.mkdir(parents=True)
+    record = read_run(smoke / RUN_FILE)
+    write_run(paper / RUN_FILE, dataclasses.replace(record, profile="paper", config=record.config | {"profile": "paper"},
+                                                    status="diverged", stop_reason="non_finite_loss", error="nan"))
+    shutil.copy(smoke / "attention.npz", paper / "attention.npz")
+    assert attention.load_saved_attention(copy).profile == "smoke"

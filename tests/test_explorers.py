@@ -66,6 +66,8 @@ def test_attention_explorer_opens_on_a_finished_run():
     assert embedded_payload(explorers.attention_explorer_html(images, labels, runs))["initial"] == 0
     runs[0] = dataclasses.replace(runs[0], finished=False, epochs=2)  # a row just started comes first
     assert embedded_payload(explorers.attention_explorer_html(images, labels, runs))["initial"] == 1
+    runs[1] = dataclasses.replace(runs[1], finished=False, epochs=5)  # none finished: the longest trained
+    assert embedded_payload(explorers.attention_explorer_html(images, labels, runs))["initial"] == 1
     page = explorers.attention_explorer_html(images, labels, runs, initial="rnn-spn-d2")
     assert embedded_payload(page)["initial"] == 0
     with pytest.raises(ValueError, match="initial row 'conv-net'"):

@@ -207,3 +207,12 @@ def test_markdown_table_escapes_pipes_in_cells():
     from rstn.results import markdown_table
 
     assert markdown_table(["a", "b"], [["x|y", "z"]]).splitlines()[2] == "| x\\|y | z |"
+
+
+def test_write_readme_takes_the_paper_profile_only(tmp_path):
+    from rstn import cli
+
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n")
+    assert cli.main(["table", "--profile", "quick", "--write-readme", str(readme)]) == 2
+    assert readme.read_text() == "x\n"

@@ -132,6 +132,7 @@ def test_local_jobs_are_dealt_over_the_gpus_and_a_failed_job_keeps_the_others(mo
     """submitit's local executor hides every GPU from a job that asks for none: the sweep asks for one
     per job, dealt round the machine's GPUs. A job that crashes marks its runs failed, not the sweep."""
     fake = _FakeExecutor()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(sweep, "make_executor", lambda *a, **k: fake)
     monkeypatch.setattr(sweep, "prepare_data", lambda configs: None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -146,6 +147,16 @@ def test_local_jobs_are_dealt_over_the_gpus_and_a_failed_job_keeps_the_others(mo
     failed = next(s for s in summaries if s["status"] == "failed")
     assert failed["error"] == "RuntimeError: CUDA error: out of memory"
     assert sweep.default_gpus("local", "cpu") == 0 and sweep.default_gpus("slurm", None) == 1
+
+    # a parent limited to GPUs 2 and 3: the jobs get those, as CUDA_VISIBLE_DEVICES names them
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    fake.jobs.clear()
+    sweep.sweep(["rnn-spn-d4", "ffn-spn-d4", "rnn-spn-d3"], "smoke", [0], concurrency=3, results_dir=tmp_path,
+                checkpoint_root=tmp_path)
+    assert [job.visible_gpus for job in fake.jobs] == [(2,), (3,), (2,)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5f3e")
+    with pytest.raises(ValueError, match="not UUIDs"):
+        sweep.default_gpus("local", None)
 
 
 def test_a_run_that_raises_does_not_end_its_lane(monkeypatch):
@@ -194,6 +205,32 @@ def test_unpack_keeps_a_run_that_got_further_here(tmp_path):
     assert manifest["kept"] == ["smoke/ffn-spn-d4/seed0"]
     assert read_run(here / "smoke" / "ffn-spn-d4" / "seed0" / RUN_FILE).finished
     assert read_run(here / "smoke" / "rnn-spn-d4" / "seed0" / RUN_FILE).status == "running"
+
+
+def test_unpack_keeps_a_run_in_progress_here_only_if_it_can_resume(tmp_path):
+    from tests.test_results import HISTORY
+
+    source, here, ckpts = tmp_path / "source", tmp_path / "here", tmp_path / "ckpt"
+    _write(source, "ffn-spn-d4", status="running", stop_reason="time_budget")  # 1 epoch, with a checkpoint
+    source_checkpoint = tmp_path / "source-ckpt" / "smoke" / "ffn-spn-d4" / "seed0" / "checkpoint.pt"
+    source_checkpoint.parent.mkdir(parents=True)
+    source_checkpoint.write_bytes(b"archive's")
+    history = HISTORY + [dict(HISTORY[0], epoch=1)]
+    _write(here, "ffn-spn-d4", status="running", stop_reason="time_budget", epochs_run=2, history=history)
+    archive = tmp_path / "a.tar.gz"
+    sweep.pack(archive, [run_config("ffn-spn-d4", "smoke", 0)], source, tmp_path / "source-ckpt")
+    # 2 epochs here but no checkpoint to resume them: the archive's run (1 epoch, resumable) is taken
+    assert sweep.unpack(archive, here, ckpts)["kept"] == []
+    assert read_run(here / "smoke" / "ffn-spn-d4" / "seed0" / RUN_FILE).epochs_run == 1
+    assert (ckpts / "smoke" / "ffn-spn-d4" / "seed0" / "checkpoint.pt").read_bytes() == b"archive's"
+
+
+def test_a_failed_jobs_finished_runs_keep_their_status(tmp_path):
+    _write(tmp_path, "rnn-spn-d4")  # finished, with the profile's config
+    lane = [run_config(r, "smoke", 0) for r in ("rnn-spn-d4", "ffn-spn-d4")]
+    summaries = sweep._summaries_of_failed_job(lane, tmp_path, "OutOfMemoryError: killed")
+    assert [s["status"] for s in summaries] == ["finished", "failed"]
+    assert summaries[1]["error"] == "OutOfMemoryError: killed"
 
 
 def test_runs_that_can_resume_go_first_in_their_lane(tmp_path):

@@ -5,10 +5,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 start=$SECONDS
+CALL_S=${CALL_S:-600}
+[[ $CALL_S =~ ^[0-9]+$ ]] || { echo "CALL_S must be whole seconds (the run's timeout_s), got '$CALL_S'"; exit 2; }
 source scripts/device/setup.sh
 # the checks get at most half the call: what they leave unfinished is cut, and the training goes on
-timeout "$(( ${CALL_S:-600} / 2 ))" bash scripts/device/checks.sh 2>&1 | tee "$OUT/checks.log"
-left=$(( ${CALL_S:-600} - 60 - (SECONDS - start) ))  # a minute to stop the jobs and pack the archive
+timeout -k 10 "$(( CALL_S / 2 ))" bash scripts/device/checks.sh 2>&1 | tee "$OUT/checks.log"
+(( PIPESTATUS[0] == 124 )) && echo "== the checks were cut at $(( CALL_S / 2 ))s" | tee -a "$OUT/checks.log"
+left=$(( CALL_S - 60 - (SECONDS - start) ))  # a minute to stop the jobs and pack the archive
 if (( left < 60 )); then echo "== ${left}s left: no time for the sweep"; exit 1; fi
 echo "== seed 0 of every row for ${left}s"
 python3 -m rstn.cli sweep --all --profile paper --seeds 0 --concurrency 9 --budget "${left}s" \

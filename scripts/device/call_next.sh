@@ -7,8 +7,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 start=$SECONDS
+CALL_S=${CALL_S:-600}
+[[ $CALL_S =~ ^[0-9]+$ ]] || { echo "CALL_S must be whole seconds (the run's timeout_s), got '$CALL_S'"; exit 2; }
 source scripts/device/setup.sh
-left=$(( ${CALL_S:-600} - 60 - (SECONDS - start) ))  # a minute to stop the jobs and pack the archive
+left=$(( CALL_S - 60 - (SECONDS - start) ))  # a minute to stop the jobs and pack the archive
+if (( left < 60 )); then echo "== ${left}s left: no time for the sweep"; exit 1; fi
 python3 -m rstn.cli sweep --all --profile paper --seeds "$@" --concurrency 9 --budget "${left}s" \
   --resume-from .carry/sweep-paper.tar.gz --checkpoint-every 2 --out "$OUT" --log-dir /tmp/sweep-jobs \
   2>&1 | tee "$OUT/sweep.log"
