@@ -73,8 +73,8 @@ train-cpu: install  ## the paper profile's cheap rows on this CPU, cheapest firs
 data: install  ## generate (or read from the cache) the cluttered sequences and write a PNG of samples
 	$(BIN)/rstn data
 
-table: install  ## print Table 1, ours beside the paper's [PROFILE=]
-	$(BIN)/rstn table --profile $(PROFILE)
+table: install  ## print Table 1, ours beside the paper's: the best profile with results [PROFILE=]
+	$(BIN)/rstn table $(if $(filter-out auto,$(PROFILE)),--profile $(PROFILE))
 
 bench: install  ## the generator and training-throughput benchmarks (CPU sizes; add --device cuda on a GPU)
 	$(BIN)/python benchmarks/bench_generator.py

@@ -125,17 +125,32 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     Returns:
         (...) IoU in [0, 1]; 0 where both boxes are empty.
     """
+    intersection = _intersection(a, b)
+    return _ratio(intersection, _area(a) + _area(b) - intersection)
+
+
+def box_covered(target: Tensor, box: Tensor) -> Tensor:
+    """The fraction of each `target` box's area that lies inside `box` (both (..., 4), broadcastable);
+    0 for an empty target."""
+    return _ratio(_intersection(target, box), _area(target))
+
+
+def _area(box: Tensor) -> Tensor:
+    return (box[..., 2] - box[..., 0]).clamp(min=0) * (box[..., 3] - box[..., 1]).clamp(min=0)
+
+
+def _intersection(a: Tensor, b: Tensor) -> Tensor:
+    """Area of the intersection of boxes (..., 4), broadcastable."""
     if a.shape[-1] != 4 or b.shape[-1] != 4:
         raise ValueError(f"boxes must be (..., 4), got {tuple(a.shape)} and {tuple(b.shape)}")
     width = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
     height = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
-    intersection = width * height
+    return width * height
 
-    def area(box: Tensor) -> Tensor:
-        return (box[..., 2] - box[..., 0]).clamp(min=0) * (box[..., 3] - box[..., 1]).clamp(min=0)
 
-    union = area(a) + area(b) - intersection
-    return torch.where(union > 0, intersection / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+def _ratio(part: Tensor, whole: Tensor) -> Tensor:
+    """part / whole, 0 where whole is 0."""
+    return torch.where(whole > 0, part / whole.clamp(min=torch.finfo(whole.dtype).tiny), 0.0)
 
 
 def sequence_box(boxes: Tensor) -> Tensor:
@@ -151,12 +166,20 @@ class AttentionScore:
     ``on_target``, the fraction of (image, step) pairs where step t overlaps digit t strictly more than any
     other digit (a tie, as for the identity, is a miss). FFN-SPN (T = 1): ``sequence_iou``, the mean IoU of
     its one glimpse with the box around the whole sequence. The fields that do not apply are None.
+
+    Both kinds: ``covered``, the mean fraction of the target box (digit t's for step t, else the
+    sequence's) that lies inside the glimpse box, and ``area``, the mean area of the sampled parallelogram
+    as a fraction of the canvas (|det A| of theta = [A | t]). IoU is at most min(target, glimpse) /
+    max(target, glimpse) in area, so a glimpse that holds its whole digit at twice the digit's area scores
+    0.5 or less: ``covered`` and ``area`` tell a wide glimpse from a misplaced one.
     """
 
     n: int
     step_iou: tuple[float, ...] | None = None
     on_target: float | None = None
     sequence_iou: float | None = None
+    covered: float | None = None
+    area: float | None = None
 
 
 def step_digit_iou(theta: Tensor, boxes: Tensor, height: int, width: int) -> Tensor:
@@ -185,16 +208,19 @@ def score_attention(theta: Tensor, boxes: Tensor, height: int, width: int) -> At
     """
     theta, boxes = torch.as_tensor(theta, dtype=torch.float64), torch.as_tensor(boxes, dtype=torch.float64)
     n, steps, digits = theta.shape[0], theta.shape[1], boxes.shape[1]
+    area = float(torch.linalg.det(theta[..., :2]).abs().mean())
     if steps == 1:
-        glimpse = theta_box(theta[:, 0], height, width)  # (N, 4)
-        return AttentionScore(n=n, sequence_iou=float(box_iou(glimpse, sequence_box(boxes)).mean()))
+        glimpse, target = theta_box(theta[:, 0], height, width), sequence_box(boxes)  # (N, 4) each
+        return AttentionScore(n=n, sequence_iou=float(box_iou(glimpse, target).mean()),
+                              covered=float(box_covered(target, glimpse).mean()), area=area)
     if steps != digits:
         raise ValueError(f"{steps} glimpses for {digits} digits: expected one glimpse per digit, or one in all")
     iou = step_digit_iou(theta, boxes, height, width)  # (N, T, D)
     own = iou.diagonal(dim1=1, dim2=2)  # (N, T): step t with digit t
     other = iou.masked_fill(torch.eye(steps, dtype=torch.bool), -1.0).amax(-1)  # best IoU with another digit
+    covered = box_covered(boxes, theta_box(theta, height, width))  # (N, T): digit t inside step t's glimpse
     return AttentionScore(n=n, step_iou=tuple(float(v) for v in own.mean(0)),
-                          on_target=float((own > other).double().mean()))
+                          on_target=float((own > other).double().mean()), covered=float(covered.mean()), area=area)
 
 
 @torch.no_grad()
@@ -265,6 +291,16 @@ class SavedAttention:
     def pick(self, rows: Sequence[str]) -> AttentionRun | None:
         """The run to show among ``rows`` (in order of preference): `first_to_show` of their runs."""
         return first_to_show([run for run in map(self.run, rows) if run is not None])
+
+    def pick_note(self, rows: Sequence[str], chosen: AttentionRun | None) -> str:
+        """Why `chosen` (what `pick(rows)` returned) stands in for ``rows[0]``; "" when it is that row."""
+        wanted = rows[0]
+        if chosen is None or chosen.row == wanted:
+            return ""
+        run = self.run(wanted)
+        state = "has no saved attention" if run is None else f"is in progress ({run.epochs} epochs)"
+        how = "the first finished run" if chosen.finished else "the run trained longest"
+        return f"{wanted} {state}: drawn instead is {chosen.row}, {how} of {', '.join(rows)}"
 
 
 def first_to_show(runs: Sequence[AttentionRun]) -> AttentionRun | None:

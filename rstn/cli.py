@@ -290,15 +290,14 @@ def _add_table(subparsers) -> None:
                    help="smoke | quick | paper (default: paper, else quick, else smoke: the first with results)")
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="(default: %(default)s)")
     p.add_argument("--markdown", action="store_true",
-                   help="the landing page's table as Markdown (paper, ours, difference, status, epochs, device)")
+                   help="the landing page's table as Markdown (paper, ours, difference, status, epochs, device) and its summary")
     p.add_argument("--write-readme", type=Path, metavar="README",
                    help="put the Markdown table into README under its marker line instead of printing it")
     p.set_defaults(func=_cmd_table)
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from rstn.results import HEADLINE_COLUMNS, default_table_profile, format_table, headline_rows, load_table, \
-        markdown_table, replace_marked_table
+    from rstn.results import default_table_profile, format_table, load_table, markdown_headline, replace_marked_table
 
     if args.write_readme and args.profile not in (None, "paper"):
         raise ValueError("--write-readme puts the paper profile's table into the README (its marker line says "
@@ -313,12 +312,12 @@ def _cmd_table(args: argparse.Namespace) -> int:
                          + (f"; results exist for --profile {other}" if other != profile else ""))
     if args.write_readme:
         text = args.write_readme.read_text(encoding="utf-8")
-        updated = replace_marked_table(text, markdown_table(HEADLINE_COLUMNS, headline_rows(table)))
+        updated = replace_marked_table(text, markdown_headline(table))
         args.write_readme.write_text(updated, encoding="utf-8")
         print(f"{args.write_readme}: Table 1 of profile {profile!r} "
               + ("updated" if updated != text else "already up to date"))
         return 0
-    print(markdown_table(HEADLINE_COLUMNS, headline_rows(table)) if args.markdown else format_table(table))
+    print(markdown_headline(table) if args.markdown else format_table(table))
     return 0
 
 

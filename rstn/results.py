@@ -375,6 +375,24 @@ def headline_rows(table: list[TableRecord]) -> list[list[str]]:
     return rows
 
 
+def headline_summary(table: list[TableRecord]) -> str:
+    """One sentence under the headline table: how many rows finished, how close they came to the paper,
+    and how many seeds stand behind them."""
+    finished = [r for r in table if r.mean is not None]
+    in_progress = [r for r in table if r.mean is None and r.best_so_far is not None]
+    parts = [f"{len(finished)} of {len(table)} rows finished, {len(in_progress)} in progress, "
+             f"{len(table) - len(finished) - len(in_progress)} without a result"]
+    if finished:
+        worst = max(finished, key=lambda r: abs(r.mean - r.paper_error))
+        gap = worst.mean - worst.paper_error
+        parts.append(f"the finished rows are within {abs(gap):.2f} points of the paper's error "
+                     f"(the largest gap: {worst.row}, {gap:+.2f})")
+        seeds = max(r.n_seeds for r in finished)
+        parts.append("one seed per row, so the spread between seeds is not measured yet" if seeds == 1
+                     else f"ours is the mean ± std over up to {seeds} seeds")
+    return "; ".join(parts) + "."
+
+
 RUN_FACTS_COLUMNS = ("row / seed", "status", "epochs (best)", "stopped by", "test err. (%)", "training time",
                      "device", "commit")
 
@@ -411,22 +429,28 @@ def markdown_table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
 
 
 README_TABLE_MARK = "<!-- table: rstn table --profile paper --markdown -->"
+README_TABLE_END = "<!-- end of table -->"
 
 
-def replace_marked_table(text: str, table: str, mark: str = README_TABLE_MARK) -> str:
-    """`text` (the README) with the Markdown table right after the line `mark` replaced by `table`.
+def replace_marked_table(text: str, table: str, mark: str = README_TABLE_MARK, end_mark: str = README_TABLE_END) -> str:
+    """`text` (the README) with the lines between the line `mark` and the line `end_mark` replaced by `table`.
 
     Raises:
-        ValueError: `mark` is not a line of `text`.
+        ValueError: `mark` is not a line of `text`, or no line `end_mark` follows it.
     """
     lines = text.split("\n")
     if mark not in lines:
         raise ValueError(f"no line {mark!r} to put the table after")
     start = lines.index(mark) + 1
-    end = start
-    while end < len(lines) and lines[end].startswith("|"):
-        end += 1
+    if end_mark not in lines[start:]:
+        raise ValueError(f"no line {end_mark!r} after {mark!r} to end the table at")
+    end = lines.index(end_mark, start)
     return "\n".join(lines[:start] + table.split("\n") + lines[end:])
+
+
+def markdown_headline(table: list[TableRecord]) -> str:
+    """The headline table in Markdown and its summary line below it (`rstn table --markdown`, the README)."""
+    return markdown_table(HEADLINE_COLUMNS, headline_rows(table)) + "\n\n" + headline_summary(table)
 
 
 def format_table(table: list[TableRecord]) -> str:

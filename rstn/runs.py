@@ -208,6 +208,8 @@ def train_run(
     record_path, ckpt_path = out_dir / RUN_FILE, checkpoint_path(config, checkpoint_root)
     wanted = comparable(config.to_dict())
     old, same = None, False
+    if record_path.exists() and force:
+        say(f"{name}: force: trained anew, its results replaced")
     if record_path.exists() and not force:
         old = read_run(record_path)  # a corrupt file raises ResultsError, which names --force
         same = comparable(old.config) == wanted

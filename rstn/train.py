@@ -488,7 +488,7 @@ def fit(
             set_rng_state(ckpt["rng"])
             log(f"{prefix}resumed from {ckpt_path} after epoch {ckpt['epoch']}")
     elif ckpt_path is not None and ckpt_path.exists():
-        log(f"{prefix}starting over (an existing checkpoint is replaced; pass resume=True / --resume to continue)")
+        log(f"{prefix}starting over: the existing checkpoint is replaced")
     this_session = dict(session or {}) | {"started_at": utc_now(), "first_epoch": start_epoch, "epochs": 0}
     state.sessions.append(this_session)
     history = state.history

@@ -8,6 +8,7 @@ import torch
 
 from rstn import attention
 from rstn.attention import (
+    box_covered,
     box_iou,
     glimpse_corners,
     normalised_to_pixels,
@@ -120,9 +121,32 @@ def test_step_digit_iou_and_scores_of_glimpses_on_their_digits():
     score = score_attention(theta, boxes, 100, 100)
     assert score.n == 1 and score.on_target == 1.0 and score.sequence_iou is None
     np.testing.assert_allclose(score.step_iou, [1, 1, 1], atol=1e-5)
+    # each digit wholly inside its glimpse; a 27/99 scale on both axes samples (27/99)^2 of the canvas
+    assert score.covered == pytest.approx(1.0) and score.area == pytest.approx((27 / 99) ** 2)
     # steps in the wrong order: each glimpse is on another digit
     swapped = score_attention(theta[:, [1, 2, 0]], boxes, 100, 100)
-    assert swapped.on_target == 0.0 and max(swapped.step_iou) < 1e-6
+    assert swapped.on_target == 0.0 and max(swapped.step_iou) < 1e-6 and swapped.covered < 1e-6
+
+
+def test_a_glimpse_half_off_its_digit_and_a_mirrored_one():
+    boxes = digit_boxes()
+    shifted = boxes + torch.tensor([14.0, 0.0, 14.0, 0.0])  # half a digit to the right
+    score = score_attention(theta_on(shifted), boxes, 100, 100)
+    assert score.covered == pytest.approx(0.5, abs=1e-5)  # half of each digit is inside
+    np.testing.assert_allclose(score.step_iou, [1 / 3] * 3, atol=1e-5)  # 392 / (784 + 784 - 392)
+    # a mirror image samples the same box and the same area: |det A|, not det A
+    theta = theta_on(boxes)
+    mirrored = theta * torch.tensor([[-1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    flipped = score_attention(mirrored, boxes, 100, 100)
+    assert flipped.covered == pytest.approx(1.0) and flipped.area == pytest.approx((27 / 99) ** 2)
+
+
+def test_box_covered_is_the_fraction_of_the_target_inside():
+    target = torch.tensor([0.0, 0.0, 10.0, 10.0])
+    assert float(box_covered(target, torch.tensor([5.0, 0.0, 30.0, 30.0]))) == pytest.approx(0.5)
+    assert float(box_covered(target, torch.tensor([-5.0, -5.0, 30.0, 30.0]))) == pytest.approx(1.0)
+    assert float(box_covered(target, torch.tensor([20.0, 20.0, 30.0, 30.0]))) == 0.0
+    assert float(box_covered(torch.tensor([3.0, 3.0, 3.0, 8.0]), target)) == 0.0  # an empty target
 
 
 def test_identity_scores_are_ties_and_the_sequence_iou_of_one_glimpse():
@@ -130,12 +154,12 @@ def test_identity_scores_are_ties_and_the_sequence_iou_of_one_glimpse():
     identity = score_attention(IDENTITY.expand(1, 3, 2, 3), boxes, 100, 100)
     # the canvas (10,000 px) against a 28 x 28 digit, and a tie between the three digits: a miss
     np.testing.assert_allclose(identity.step_iou, [784 / 10_000] * 3, rtol=1e-6)
-    assert identity.on_target == 0.0
+    assert identity.on_target == 0.0 and identity.covered == 1.0 and identity.area == pytest.approx(1.0)
     whole = sequence_box(boxes)
     torch.testing.assert_close(whole, torch.tensor([[8.0, 30.0, 92.0, 58.0]]))
     one = score_attention(IDENTITY.expand(1, 1, 2, 3), boxes, 100, 100)
     assert one.step_iou is None and one.on_target is None
-    assert one.sequence_iou == pytest.approx(84 * 28 / 10_000)
+    assert one.sequence_iou == pytest.approx(84 * 28 / 10_000) and one.covered == 1.0
     with pytest.raises(ValueError, match="one glimpse per digit"):
         score_attention(IDENTITY.expand(1, 2, 2, 3), boxes, 100, 100)
 

@@ -148,6 +148,24 @@ def test_headline_rows_show_finished_in_progress_and_missing_rows(tmp_path):
     assert text.splitlines()[0].startswith("| row | model |") and len(text.splitlines()) == 11
 
 
+def test_headline_summary_counts_rows_and_names_the_largest_gap(tmp_path):
+    from rstn.results import headline_summary
+
+    write_run(tmp_path / "smoke" / "rnn-spn-d4" / "seed0" / "run.json", make_record())  # 40 % against 2.3 %
+    running = make_record(row="ffn-spn-d4", status="running", stop_reason=None,
+                          config=run_config("ffn-spn-d4", "smoke", seed=0).to_dict())
+    write_run(tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / "run.json", running)
+    assert headline_summary(load_table("smoke", tmp_path)) == (
+        "1 of 9 rows finished, 1 in progress, 7 without a result; the finished rows are within 37.70 points of "
+        "the paper's error (the largest gap: rnn-spn-d4, +37.70); one seed per row, so the spread between seeds "
+        "is not measured yet.")
+    second = make_record(seed=1, config=run_config("rnn-spn-d4", "smoke", seed=1).to_dict())
+    write_run(tmp_path / "smoke" / "rnn-spn-d4" / "seed1" / "run.json", second)
+    assert headline_summary(load_table("smoke", tmp_path)).endswith("ours is the mean ± std over up to 2 seeds.")
+    assert headline_summary(load_table("smoke", tmp_path / "none")) == (
+        "0 of 9 rows finished, 0 in progress, 9 without a result.")
+
+
 def test_headline_rows_name_a_run_with_no_epoch_yet_and_a_diverged_row(tmp_path):
     """A run the budget paused inside its first epoch, or one that diverged, is not "not run yet"."""
     from rstn.results import headline_rows
@@ -180,25 +198,28 @@ def test_runs_with_another_config_than_the_profiles_are_marked(tmp_path):
     assert "1 made with another config than the profile's" in line
 
 
-def test_replace_marked_table_swaps_only_the_table_after_the_mark():
-    from rstn.results import README_TABLE_MARK, replace_marked_table
+def test_replace_marked_table_swaps_only_what_lies_between_the_marks():
+    from rstn.results import README_TABLE_END, README_TABLE_MARK, replace_marked_table
 
-    text = f"# title\n\nbefore\n{README_TABLE_MARK}\n| a |\n|---|\n| 1 |\n\nafter | not a table line\n"
-    updated = replace_marked_table(text, "| a |\n|---|\n| 2 |\n| 3 |")
-    assert updated == f"# title\n\nbefore\n{README_TABLE_MARK}\n| a |\n|---|\n| 2 |\n| 3 |\n\nafter | not a table line\n"
-    assert replace_marked_table(updated, "| a |\n|---|\n| 2 |\n| 3 |") == updated
+    text = f"# title\n\nbefore\n{README_TABLE_MARK}\n| a |\n|---|\n| 1 |\n\nold summary\n{README_TABLE_END}\nafter\n"
+    block = "| a |\n|---|\n| 2 |\n| 3 |\n\nnew summary"
+    updated = replace_marked_table(text, block)
+    assert updated == f"# title\n\nbefore\n{README_TABLE_MARK}\n{block}\n{README_TABLE_END}\nafter\n"
+    assert replace_marked_table(updated, block) == updated
     with pytest.raises(ValueError, match="no line"):
         replace_marked_table("# no mark\n", "| a |")
+    with pytest.raises(ValueError, match="to end the table at"):
+        replace_marked_table(f"{README_TABLE_MARK}\n| a |\n", "| a |")
 
 
 def test_the_readme_shows_table_1_of_the_committed_results():
     """The README's first table is `rstn table --profile paper --markdown` of results/ as committed
     (`make notebooks` rewrites it; `rstn table --profile paper --write-readme README.md` alone)."""
-    from rstn.results import HEADLINE_COLUMNS, headline_rows, markdown_table, replace_marked_table
+    from rstn.results import markdown_headline, replace_marked_table
 
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text(encoding="utf-8")
-    table = markdown_table(HEADLINE_COLUMNS, headline_rows(load_table("paper", root / "results")))
+    table = markdown_headline(load_table("paper", root / "results"))
     assert replace_marked_table(readme, table) == readme, \
         "README's Table 1 is out of date: run `rstn table --profile paper --write-readme README.md`"
 
