@@ -290,7 +290,8 @@ def _add_table(subparsers) -> None:
                    help="smoke | quick | paper (default: paper, else quick, else smoke: the first with results)")
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="(default: %(default)s)")
     p.add_argument("--markdown", action="store_true",
-                   help="the landing page's table as Markdown (paper, ours, difference, status, epochs, device) and its summary")
+                   help="the landing page's table as Markdown (paper, ours, difference, status, epochs, device) "
+                        "and its summary line")
     p.add_argument("--write-readme", type=Path, metavar="README",
                    help="put the Markdown table into README under its marker line instead of printing it")
     p.set_defaults(func=_cmd_table)

@@ -1,5 +1,6 @@
 """The paper map of chapter 6: the spatial transformer's equations (STN eqs. 1-7) and every equation, table
-and experimental section of the RNN-SPN paper, the symbol that implements each and the tests that check it; and the ``# paper:`` / ``# deviation:`` marks in the package's source.
+and experimental section of the RNN-SPN paper, the symbol that implements each and the tests that check it;
+and the ``# paper:`` / ``# deviation:`` marks in the package's source.
 
 Both are read by the book (chapter 6) and checked there: every test the map names must exist in ``tests/``.
 """
