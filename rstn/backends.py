@@ -7,6 +7,8 @@ protocol; `backend_settings()` is what a run records of it in run.json.
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 
@@ -99,3 +101,19 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{device.type} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def processor_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The host CPU's model, e.g. "Intel(R) Xeon(R) Processor"; "unknown" where it cannot be read.
+
+    Recorded per session: float rounding on the CPU depends on the processor's kernels, so a run started
+    over on another processor follows a trajectory of its own.
+    """
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

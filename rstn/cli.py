@@ -171,8 +171,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                f"{sum(r.status == 'finished' and not r.skipped for r in runs)} trained to the end",
                f"{sum(r.status == 'running' for r in runs)} paused in progress (--resume continues)",
                f"{len(failed)} diverged"]
-    print(f"rstn train: {len(outcomes)} runs in {format_duration(time.monotonic() - start)}: " + ", ".join(summary),
-          file=sys.stderr)
+    n = len(outcomes)
+    took = format_duration(time.monotonic() - start)
+    print(f"rstn train: {n} run{'' if n == 1 else 's'} in {took}: " + ", ".join(summary), file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -50,8 +50,8 @@ class RunRecord:
 
     status "running" (in progress: resumable from its checkpoint), "finished" or "diverged";
     `final` is the best-validation epoch's metrics so far (None before a first epoch); `sessions` has
-    one entry per process that trained the run ({commit, dirty, device, started_at, ended_at,
-    first_epoch, epochs}), so a run resumed across commits or machines says so.
+    one entry per process that trained the run ({commit, dirty, device, processor, started_at, ended_at,
+    first_epoch, epochs}; older records lack processor), so a run resumed across commits or machines says so.
     """
 
     row: str  # a key of rstn.experiments.ROWS
@@ -401,7 +401,7 @@ def run_facts_rows(runs: Iterable[RunRecord]) -> list[list[str]]:
     """What each run recorded about itself, one row of text per run (chapter 4's run facts).
 
     The commit is the last session's; `+` marks uncommitted changes, and `(n commits)` a run resumed
-    across several.
+    across several. The device names the processors its sessions recorded (older records lack them).
     """
     rows = []
     for r in runs:
@@ -412,8 +412,10 @@ def run_facts_rows(runs: Iterable[RunRecord]) -> list[list[str]]:
         error = "-" if r.test_error is None else f"{100 * r.test_error:.2f}"
         best = "-" if r.best_epoch is None else str(r.best_epoch)
         stopped = {None: "(training)", "time_budget": "time budget (paused)"}.get(r.stop_reason, r.stop_reason)
+        processors = sorted({s["processor"] for s in r.sessions if s.get("processor")})
+        device = "; ".join([r.device, *processors])
         rows.append([f"{r.row} / {r.seed}", r.status, f"{r.epochs_run} ({best})", stopped, error,
-                     format_duration(r.wall_time_s), r.device, commit])
+                     format_duration(r.wall_time_s), device, commit])
     return rows
 
 

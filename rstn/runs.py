@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from rstn.attention import attention_arrays
-from rstn.backends import backend_settings, device_name, resolve_device
+from rstn.backends import backend_settings, device_name, processor_name, resolve_device
 from rstn.experiments import ROWS, RunConfig, comparable, get_row, run_config, run_dir
 from rstn.progress import ProgressLog, format_duration, progress_mode, utc_now
 from rstn.results import (
@@ -253,7 +253,8 @@ def train_run(
         state = fit(model, data, config.train, seed=config.seed, dropout=config.model.dropout, device=device,
                     run_dir=out_dir, checkpoint_path=ckpt_path, checkpoint_every=checkpoint_every,
                     resume=resuming, deadline=deadline, progress=progress, label=name,
-                    checkpoint_extra={"config": wanted}, session={**git, "device": device_name(device)},
+                    checkpoint_extra={"config": wanted},
+                    session={**git, "device": device_name(device), "processor": processor_name()},
                     on_epoch_end=write_progress)
     except NonFiniteLossError as err:
         try:  # the epochs before the divergence, as the last checkpoint of this run holds them
@@ -283,7 +284,7 @@ def train_run(
         say(f"done {name}: {error} ({record.epochs_run} epochs, {record.stop_reason}, "
             f"{format_duration(record.wall_time_s)}) -> {out_dir}")
     else:
-        say(f"paused {name} (time budget): {error}, {record.epochs_run} epochs so far, "
+        say(f"paused {name} (time budget): {error}, {record.epochs_run} epoch{'s' * (record.epochs_run != 1)} so far, "
             f"{format_duration(record.wall_time_s)}; --resume continues it from {ckpt_path}")
     return RunResult(out_dir, record)
 

@@ -18,6 +18,7 @@ from rstn.results import (
     load_runs,
     load_table,
     read_run,
+    run_facts_rows,
     write_run,
 )
 
@@ -237,3 +238,15 @@ def test_write_readme_takes_the_paper_profile_only(tmp_path):
     readme.write_text("x\n")
     assert cli.main(["table", "--profile", "quick", "--write-readme", str(readme)]) == 2
     assert readme.read_text() == "x\n"
+
+
+def test_run_facts_name_commits_and_processors():
+    """A run resumed on two processors and two commits says so; an older record without processors does not."""
+    sessions = [{"commit": "abc", "dirty": False, "processor": "Intel(R) Xeon(R) Processor", "epochs": 1},
+                {"commit": "def", "dirty": True, "processor": "AMD EPYC 7B13", "epochs": 1}]
+    resumed = make_record(git={"commit": "def", "dirty": True}, sessions=sessions)
+    (row,) = run_facts_rows([resumed])
+    assert row[-1] == "def+ (2 commits)"
+    assert row[-2] == "cpu (2 cores, 2 threads); AMD EPYC 7B13; Intel(R) Xeon(R) Processor"
+    (old,) = run_facts_rows([make_record()])
+    assert old[-2] == "cpu (2 cores, 2 threads)" and old[-1] == "abc"

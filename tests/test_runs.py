@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from rstn.backends import processor_name
 from rstn.experiments import PROFILES, run_config
 from rstn.results import read_run, without_timing
 from rstn.runs import RunInProgressError, checkpoint_path, is_finished, train_all, train_run
@@ -47,6 +48,7 @@ def test_train_run_writes_a_valid_record_and_attention(finished_run):
     assert record.final["test_error"] == record.history[0]["test_error"] == result.test_error
     assert record.git.keys() == {"commit", "dirty"} and record.torch_version == torch.__version__
     assert len(record.sessions) == 1 and record.sessions[0]["epochs"] == 1
+    assert record.sessions[0]["processor"] == processor_name()
     assert not (run_dir / "checkpoint.pt").exists()  # checkpoints live outside the results folder
     with np.load(run_dir / ATTENTION_NAME) as f:
         assert f["theta"].shape == (4, 3, 2, 3) and f["predictions"].shape == (4, 3)

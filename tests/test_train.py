@@ -466,3 +466,14 @@ def test_tf32_settings_can_be_recorded():
         assert backend_settings() == settings
     finally:
         configure_backends(tf32=False)
+
+
+def test_processor_name_reads_the_model_from_cpuinfo(tmp_path):
+    """Each session records its processor: CPU rounding, hence a restarted run's trajectory, depends on it."""
+    from rstn.backends import processor_name
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+                       "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Processor\n")
+    assert processor_name(cpuinfo) == "Intel(R) Xeon(R) Processor"
+    assert processor_name(tmp_path / "missing") not in ("", None)
