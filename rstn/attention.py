@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from rstn import experiments, results
 from rstn.data import SequenceConfig, cache_path, generate_sequences, load_sequences
+from rstn.progress import counted
 
 ArrayT = Any  # an np.ndarray or a torch.Tensor: the conversions below keep the type they are given
 
@@ -371,7 +372,7 @@ def load_saved_attention(results_dir: str | Path = "results", profile: str | Non
                   and np.array_equal(arrays["labels"], first["labels"])):
             raise ValueError(f"{run}: its attention.npz holds other test images than the first run's")
         row = experiments.get_row(name)
-        progress = "" if this.finished else f", in progress: {this.epochs_run} epoch{'s' * (this.epochs_run != 1)}"
+        progress = "" if this.finished else f", in progress: {counted(this.epochs_run, 'epoch')}"
         runs.append(AttentionRun(row=name, label=f"{row.model_name}, d = {row.d} ({name}{progress})", d=row.d,
                                  theta=arrays["theta"][keep], predictions=arrays["predictions"][keep],
                                  finished=this.finished, epochs=this.epochs_run))

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rstn.progress import counted
+
 if TYPE_CHECKING:
     from rstn.experiments import RunConfig
 
@@ -377,7 +379,7 @@ class ReplicateReport:
         """One line, e.g. "9 rows already finished with this config: nothing retrained; FORCE=1 / --force
         retrains" (runs, not rows, with several seeds)."""
         def runs(n: int) -> str:
-            return f"{n} {'row' if seeds == 1 else 'run'}{'' if n == 1 else 's'}"
+            return counted(n, 'row' if seeds == 1 else 'run')
 
         trained, finished, failed = self.count("trained"), self.count("finished"), self.count("failed")
         parts = []

@@ -150,7 +150,7 @@ def _parse_overrides(items: list[str]) -> dict:
 def _cmd_train(args: argparse.Namespace) -> int:
     from rstn.experiments import CPU_QUEUE
     from rstn.runs import train_all
-    from rstn.progress import format_duration, parse_duration
+    from rstn.progress import counted, format_duration, parse_duration
 
     budget_s = parse_duration(args.budget) if args.budget is not None else None
     if args.checkpoint_every < 1:
@@ -171,9 +171,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                f"{sum(r.status == 'finished' and not r.skipped for r in runs)} trained to the end",
                f"{sum(r.status == 'running' for r in runs)} paused in progress (--resume continues)",
                f"{len(failed)} diverged"]
-    n = len(outcomes)
     took = format_duration(time.monotonic() - start)
-    print(f"rstn train: {n} run{'' if n == 1 else 's'} in {took}: " + ", ".join(summary), file=sys.stderr)
+    print(f"rstn train: {counted(len(outcomes), 'run')} in {took}: " + ", ".join(summary), file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -76,6 +76,11 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def counted(n: int, noun: str) -> str:
+    """1, 'epoch' -> '1 epoch'; 3, 'run' -> '3 runs' (regular plurals only)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def format_duration(seconds: float) -> str:
     """3725 -> '1h02m', 125 -> '2m05s', 42.5 -> '42s'."""
     seconds = int(round(seconds))

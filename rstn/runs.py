@@ -30,7 +30,7 @@ from torch import nn
 from rstn.attention import attention_arrays
 from rstn.backends import backend_settings, device_name, processor_name, resolve_device
 from rstn.experiments import ROWS, RunConfig, comparable, get_row, run_config, run_dir
-from rstn.progress import ProgressLog, format_duration, progress_mode, utc_now
+from rstn.progress import ProgressLog, counted, format_duration, progress_mode, utc_now
 from rstn.results import (
     RUN_FILE,
     ResultsError,
@@ -284,7 +284,7 @@ def train_run(
         say(f"done {name}: {error} ({record.epochs_run} epochs, {record.stop_reason}, "
             f"{format_duration(record.wall_time_s)}) -> {out_dir}")
     else:
-        say(f"paused {name} (time budget): {error}, {record.epochs_run} epoch{'s' * (record.epochs_run != 1)} so far, "
+        say(f"paused {name} (time budget): {error}, {counted(record.epochs_run, 'epoch')} so far, "
             f"{format_duration(record.wall_time_s)}; --resume continues it from {ckpt_path}")
     return RunResult(out_dir, record)
 

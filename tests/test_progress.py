@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from rstn.progress import QuarterProgress
+from rstn.progress import QuarterProgress, counted
 
 
 def test_quarter_marks_within_an_epoch(capsys):
@@ -22,3 +22,7 @@ def test_no_marks_for_epochs_of_fewer_than_four_batches(capsys):
     for _ in range(3):
         progress.update()
     assert capsys.readouterr().out == ""
+
+
+def test_counted_uses_the_singular_for_one_only():
+    assert [counted(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
