@@ -165,12 +165,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          checkpoint_root=args.checkpoint_dir, device=args.device, resume=resume, force=args.force,
                          budget_s=budget_s, checkpoint_every=args.checkpoint_every, progress=args.progress,
                          **_parse_overrides(args.overrides))
+    from rstn.runs import ConfigChangedError
+
     failed = [o for o in outcomes if isinstance(o, Exception)]
+    other_config = sum(isinstance(o, ConfigChangedError) for o in failed)
     runs = [o for o in outcomes if not isinstance(o, Exception)]
     summary = [f"{sum(r.skipped for r in runs)} already finished (kept; --force retrains)",
                f"{sum(r.status == 'finished' and not r.skipped for r in runs)} trained to the end",
                f"{sum(r.status == 'running' for r in runs)} paused in progress (--resume continues)",
-               f"{len(failed)} diverged"]
+               f"{len(failed) - other_config} diverged"]
+    if other_config:
+        summary.append(f"{other_config} kept as made with another config (--force retrains)")
     took = format_duration(time.monotonic() - start)
     print(f"rstn train: {counted(len(outcomes), 'run')} in {took}: " + ", ".join(summary), file=sys.stderr)
     return 1 if failed else 0
@@ -393,12 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     from rstn.book import NotebookError
-    from rstn.runs import RunInProgressError
+    from rstn.runs import ConfigChangedError, RunInProgressError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, RunInProgressError, FileNotFoundError, NotebookError) as err:
+    except (ValueError, RunInProgressError, ConfigChangedError, FileNotFoundError, NotebookError) as err:
         if os.environ.get("RSTN_DEBUG"):
             raise
         print(f"rstn {args.command}: error: {err}", file=sys.stderr)

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from rstn.configs import differences, neutral_fields
 from rstn.data import SequenceConfig
 from rstn.models import ModelConfig
 from rstn.train import TrainConfig
@@ -155,15 +156,35 @@ def run_config(row: str, profile: str = "auto", seed: int = 0, *, device: str | 
                      train=train)
 
 
-# TrainConfig fields that change speed or float rounding, never the protocol: a run may be resumed, or
-# a finished one kept, when only these differ.
-RESULT_NEUTRAL_FIELDS = ("eval_batch_size", "cudnn_benchmark", "channels_last", "compile", "compile_mode")
+SECTIONS = {"model": ModelConfig, "data": SequenceConfig, "train": TrainConfig}  # RunConfig's nested configs
+RESULT_NEUTRAL_FIELDS = neutral_fields(TrainConfig)  # speed and rounding only: a run may resume across them
 
 
-def comparable(config: Mapping) -> dict:
-    """A RunConfig dict without the result-neutral trainer fields: what skip, resume and the table compare."""
-    train = {k: v for k, v in config["train"].items() if k not in RESULT_NEUTRAL_FIELDS}
-    return dict(config) | {"train": train}
+def config_differences(old: Mapping, new: Mapping) -> list[tuple[str, Any, Any]]:
+    """(dotted field, old value, new value) for every field in which two RunConfig dicts really differ.
+
+    The one comparison of configs (skip, resume, the sweep, the table's "another config"): a field that
+    an old record lacks stands for what the code did before it existed (`rstn.configs.added`), and
+    speed-only fields are not compared (`rstn.configs.neutral`).
+    """
+    def outer(config: Mapping) -> dict:  # row, profile, seed, data_seed
+        return {k: v for k, v in config.items() if k not in SECTIONS}
+
+    nested = [differences(cls, old.get(key) or {}, new.get(key) or {}, f"{key}.") for key, cls in SECTIONS.items()]
+    return differences(RunConfig, outer(old), outer(new)) + [d for section in nested for d in section]
+
+
+def same_config(old: Mapping, new: Mapping) -> bool:
+    """Do two RunConfig dicts describe the same run (`config_differences` is empty)?"""
+    return not config_differences(old, new)
+
+
+def describe_differences(changes: list[tuple[str, Any, Any]]) -> str:
+    """'lr 0.0005 -> 0.001, model.d 2 -> 3' (absent fields as 'absent')."""
+    def show(value: Any) -> str:
+        return "absent" if value is None else json.dumps(value)
+
+    return ", ".join(f"{name} {show(a)} -> {show(b)}" for name, a, b in changes)
 
 
 def is_profile_config(config: Mapping) -> bool:
@@ -173,7 +194,7 @@ def is_profile_config(config: Mapping) -> bool:
         today = run_config(config["row"], config["profile"], seed=config["seed"])
     except (KeyError, RegistryError):
         return False
-    return comparable(config) == comparable(today.to_dict())
+    return same_config(config, today.to_dict())
 
 
 def _fits(value: Any, hint: type) -> bool:

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from rstn.configs import added
 from rstn.sampler import METHODS, transform
 
 KINDS = ("rnn_spn", "ffn_spn", "conv_net")
@@ -39,8 +40,9 @@ class ModelConfig:
     gru_hidden: int = 256
     # code: rnn_spn.py leaves GRULayer's learn_init at Lasagne's default, True until Lasagne PR #497
     # (2015-11-12, after the paper): h0 is a trainable (1, 256) parameter that starts at zero.
-    # False gives the fixed zero state of later Lasagne versions.
-    gru_learn_init: bool = True
+    # False gives the fixed zero state of later Lasagne versions. Records from before this field ran with
+    # the fixed zero state: they read as False.
+    gru_learn_init: bool = added(True, absent=False)
     ffn_loc_dense: int = 200
     sampler: str = "torch"  # "torch" | "equations" | "lasagne2015" (the paper's own runs; see rstn.sampler)
     input_size: int = 100

@@ -2,8 +2,14 @@
 
 A run is (row, profile, seed). Its results go to results/<profile>/<row>/seed<k>/ (`rstn.results`), its
 checkpoint to a folder outside the work tree, `checkpoint_dir()`/<profile>/<row>/seed<k>/checkpoint.pt,
-so that checkpoints survive a fresh checkout of the repository but never enter git. A lost checkpoint
-costs time only: the run starts over.
+so that checkpoints survive a fresh checkout of the repository but never enter git. Beside run.json, a
+run in progress keeps its resume pack resume.pt (`rstn.checkpoints`), committed with the results, so that
+a fresh clone on another machine continues it; a finished run keeps its best weights instead
+(weights.safetensors, `load_trained`).
+
+Records are never lost to a code change: a record whose config differs from the one asked for (after
+`rstn.experiments.config_differences`, which reads fields an old record lacks as the code then ran) is
+left untouched, and ConfigChangedError names the fields and --force.
 
 Long runs: with a deadline the trainer stops cleanly at an epoch boundary; the run.json then says
 status "running" (stop_reason "time_budget", the epochs so far, the best-so-far metrics, the wall
@@ -14,6 +20,7 @@ loses at most the epochs since the last checkpoint (with the default of 1: the e
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +36,18 @@ from torch import nn
 
 from rstn.attention import attention_arrays
 from rstn.backends import backend_settings, device_name, processor_name, resolve_device
-from rstn.experiments import ROWS, RunConfig, comparable, get_row, run_config, run_dir
+from rstn.checkpoints import PACK_NAME, latest_state, resume_point, write_pack
+from rstn.configs import comparable_values
+from rstn.experiments import (
+    ROWS,
+    RunConfig,
+    config_differences,
+    describe_differences,
+    get_row,
+    run_config,
+    run_dir,
+    same_config,
+)
 from rstn.progress import ProgressLog, counted, format_duration, progress_mode, utc_now
 from rstn.results import (
     RUN_FILE,
@@ -43,16 +61,19 @@ from rstn.train import (
     ATTENTION_NAME,
     CHECKPOINT_NAME,
     LOG_NAME,
-    CheckpointError,
     FitResult,
     NonFiniteLossError,
     SplitLike,
     fit,
-    load_checkpoint,
 )
+from rstn.weights import WEIGHTS_NAME, load_weights, save_weights
 
 class RunInProgressError(RuntimeError):
     """A run is in progress (status "running") and neither resume nor force was asked for."""
+
+
+class ConfigChangedError(RuntimeError):
+    """The run's record was made with another config; it is kept, and only --force replaces it."""
 
 
 def checkpoint_dir() -> Path:
@@ -70,18 +91,6 @@ def checkpoint_path(config: RunConfig, root: str | Path | None = None) -> Path:
                    config.seed) / CHECKPOINT_NAME
 
 
-def config_changes(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
-    """Dotted names of the fields that differ between two config dicts."""
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            keys += config_changes(a, b, f"{prefix}{k}.")
-        elif a != b:
-            keys.append(f"{prefix}{k}")
-    return keys
-
-
 def existing_record(config: RunConfig, results_dir: str | Path = "results") -> RunRecord | None:
     """The run's run.json, or None when there is none. Raises ResultsError when it is corrupt."""
     path = run_dir(results_dir, config.profile, config.row, config.seed) / RUN_FILE
@@ -97,8 +106,7 @@ def is_finished(config: RunConfig, results_dir: str | Path = "results") -> bool:
         record = existing_record(config, results_dir)
     except ResultsError:
         return False
-    return record is not None and record.finished and \
-        comparable(record.config) == comparable(config.to_dict())
+    return record is not None and record.finished and same_config(record.config, config.to_dict())
 
 
 @dataclass(frozen=True)
@@ -184,15 +192,17 @@ def train_run(
     """Train one (row, profile, seed) and keep results/<profile>/<row>/seed<k>/ up to date.
 
     A run finished with the same config (`is_finished`) is kept and returned (`skipped=True`) unless
-    `force`. A run in progress continues from its checkpoint with `resume`; without it (and without
-    `force`) RunInProgressError says what to do.
+    `force`. A run in progress continues with `resume` from its local checkpoint or its resume pack,
+    whichever got further (`rstn.checkpoints.resume_point`); without either it starts over, saying so.
+    Without `resume` (and without `force`) RunInProgressError says what to do. A record made with another
+    config is never replaced without `force`: ConfigChangedError names what differs.
 
     Args:
         config: the resolved run (`rstn.experiments.run_config`).
         checkpoint_root: folder of the checkpoints (default `checkpoint_dir()`).
         deadline: a time.monotonic() value; the run stops cleanly at an epoch boundary before it and is
             left "running" (see `rstn.train.fit`).
-        checkpoint_every: epochs between checkpoints (and always at the end or the deadline).
+        checkpoint_every: epochs between checkpoints and packs (and always at the end or the deadline).
         data: the three splits, if already loaded; by default `rstn.data.load_sequences(config.data,
             config.data_seed)`.
         build_model: ModelConfig -> nn.Module; by default `rstn.models.build_model`.
@@ -200,35 +210,43 @@ def train_run(
     Raises:
         NonFiniteLossError: after writing run.json with status "diverged".
         RunInProgressError: the run is in progress and neither `resume` nor `force` was given.
+        ConfigChangedError: the record was made with another config and `force` was not given.
         ResultsError: the existing run.json is corrupt and `force` was not given.
     """
     out_dir = run_dir(results_dir, config.profile, config.row, config.seed)
     name = f"{config.profile}/{config.row}/seed{config.seed}"
     say = ProgressLog(progress_mode(progress), None)
-    record_path, ckpt_path = out_dir / RUN_FILE, checkpoint_path(config, checkpoint_root)
-    wanted = comparable(config.to_dict())
-    old, same = None, False
+    record_path, ckpt_path, pack_path = out_dir / RUN_FILE, checkpoint_path(config, checkpoint_root), out_dir / PACK_NAME
+    wanted = config.to_dict()
+    old = None
     if record_path.exists() and force:
         say(f"{name}: force: trained anew, its results replaced")
     if record_path.exists() and not force:
         old = read_run(record_path)  # a corrupt file raises ResultsError, which names --force
-        same = comparable(old.config) == wanted
-        if same and old.finished:
+        changes = config_differences(old.config, wanted)
+        if changes:
+            raise ConfigChangedError(
+                f"{name}: its record ({old.status}, {counted(old.epochs_run, 'epoch')}, {record_path}) was made "
+                f"with another config ({describe_differences(changes)}); it is kept: --force retrains the run "
+                "and replaces it")
+        if old.finished:
             say(f"skip {name}: finished with the same config (test error {100 * old.test_error:.2f}% at epoch "
                 f"{old.best_epoch}, {record_path}); force=True / --force retrains it")
             return RunResult(out_dir, old, skipped=True)
-        if same and old.status == "running" and not resume:
+        if old.status == "running" and not resume:
             raise RunInProgressError(
                 f"{name} is in progress ({old.epochs_run} epochs, {record_path}): --resume continues it, "
                 "--force starts it over")
-        if not same:
-            say(f"rerun {name}: config changed ({', '.join(config_changes(old.config, config.to_dict()))})")
-        elif old.status == "diverged":
+        if old.status == "diverged":
             say(f"rerun {name}: it diverged before ({old.error})")
-    resuming = resume and same and old.status == "running" and ckpt_path.exists()
-    if resume and same and old.status == "running" and not ckpt_path.exists():
-        say(f"{name}: no checkpoint at {ckpt_path} (another machine?): starting over; "
-            f"{old.epochs_run} epochs are lost")
+    start = None
+    if resume and old is not None and old.status == "running":
+        start = resume_point(ckpt_path, pack_path, lambda c: same_config(c, wanted), lambda line: say(f"{name}: {line}"))
+        if start is None:
+            say(f"{name}: neither a checkpoint at {ckpt_path} nor a resume pack at {pack_path} (another "
+                f"machine?): starting over; {old.epochs_run} epochs are lost")
+        else:
+            say(f"{name}: resuming from {start.describe()}")
 
     device = resolve_device(device)
     if data is None:
@@ -240,8 +258,9 @@ def train_run(
     torch.manual_seed(config.seed)  # model initialisation
     model = build_model(config.model)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not resuming:  # the checkpoint too: a run that diverges before its first one must not read another's
-        for stale in (record_path, out_dir / ATTENTION_NAME, out_dir / LOG_NAME, ckpt_path):
+    if start is None:  # the checkpoint too: a run that diverges before its first one must not read another's
+        for stale in (record_path, out_dir / ATTENTION_NAME, out_dir / LOG_NAME, out_dir / WEIGHTS_NAME, pack_path,
+                      ckpt_path):
             stale.unlink(missing_ok=True)
     git = git_info()
 
@@ -252,20 +271,18 @@ def train_run(
     try:
         state = fit(model, data, config.train, seed=config.seed, dropout=config.model.dropout, device=device,
                     run_dir=out_dir, checkpoint_path=ckpt_path, checkpoint_every=checkpoint_every,
-                    resume=resuming, deadline=deadline, progress=progress, label=name,
+                    resume_from=start, deadline=deadline, progress=progress, label=name,
                     checkpoint_extra={"config": wanted},
                     session={**git, "device": device_name(device), "processor": processor_name()},
-                    on_epoch_end=write_progress)
+                    on_epoch_end=write_progress, on_checkpoint=lambda ckpt: write_pack(pack_path, ckpt))
     except NonFiniteLossError as err:
-        try:  # the epochs before the divergence, as the last checkpoint of this run holds them
-            ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
-        except CheckpointError:
-            ckpt = None
+        ckpt = latest_state(ckpt_path, pack_path)  # the epochs before the divergence, as last saved
         state = FitResult(ckpt["history"], ckpt["best_epoch"], None, "diverged", None, ckpt["elapsed_s"],
                           ckpt["sessions"], ckpt["started_at"]) if ckpt else \
             FitResult([], -1, None, "diverged", None, 0.0, [], utc_now())
         write_run(record_path, _record(config, state, device, git, status="diverged",
                                        stop_reason="non_finite_loss", error=str(err)))
+        pack_path.unlink(missing_ok=True)  # a diverged run is not resumed
         raise
 
     t0 = time.perf_counter()
@@ -277,16 +294,50 @@ def train_run(
         os.replace(tmp, out_dir / ATTENTION_NAME)
     state.elapsed_s += time.perf_counter() - t0
     record = _record(config, state, device, git, attention=has_attention)
+    if record.finished and state.best_state is not None:
+        save_best_weights(out_dir / WEIGHTS_NAME, state.best_state, record)
     write_run(record_path, record)
     error = f"test error {100 * record.test_error:.2f}% at best epoch {record.best_epoch}" \
         if record.test_error is not None else "no epoch finished"
     if record.finished:
+        pack_path.unlink(missing_ok=True)  # only runs in progress have a pack
         say(f"done {name}: {error} ({record.epochs_run} epochs, {record.stop_reason}, "
             f"{format_duration(record.wall_time_s)}) -> {out_dir}")
     else:
+        size = f"{pack_path.stat().st_size / 1e6:.1f} MB" if pack_path.exists() else "none written"
         say(f"paused {name} (time budget): {error}, {counted(record.epochs_run, 'epoch')} so far, "
-            f"{format_duration(record.wall_time_s)}; --resume continues it from {ckpt_path}")
+            f"{format_duration(record.wall_time_s)}; --resume continues it from {ckpt_path} or its resume pack "
+            f"{pack_path} ({size})")
     return RunResult(out_dir, record)
+
+
+def save_best_weights(path: Path, best_state: Mapping[str, torch.Tensor], record: RunRecord) -> int:
+    """weights.safetensors: the best-validation weights in float16, with the epoch and config as metadata."""
+    return save_weights(path, best_state, {"row": record.row, "profile": record.profile, "seed": str(record.seed),
+                                           "epoch": str(record.best_epoch), "config": json.dumps(record.config)})
+
+
+def load_trained(row: str, profile: str = "paper", seed: int = 0, *, results_dir: str | Path = "results",
+                 device: str | torch.device = "cpu") -> nn.Module:
+    """The model of a finished run with its best-validation weights (float16 on disk, float32 here), in
+    eval mode. Example: `load_trained("rnn-spn-d3")(x).theta`.
+
+    Raises:
+        FileNotFoundError: the run has no weights (not finished, or finished before runs kept them).
+    """
+    from rstn.models import ModelConfig, build_model
+
+    folder = run_dir(results_dir, profile, get_row(row).name, seed)
+    path = folder / WEIGHTS_NAME
+    if not path.exists():
+        status = read_run(folder / RUN_FILE).status if (folder / RUN_FILE).exists() else "not run"
+        raise FileNotFoundError(f"{path} does not exist ({profile}/{row}/seed{seed}: {status}); only runs that "
+                                "finished with a checkpoint of their best epoch have weights")
+    record = read_run(folder / RUN_FILE)
+    model = build_model(ModelConfig(**comparable_values(ModelConfig, record.config["model"])))
+    tensors, _ = load_weights(path)
+    model.load_state_dict(tensors)
+    return model.to(device).eval()
 
 
 def train_row(row: str, profile: str = "auto", seed: int = 0, *, results_dir: str | Path = "results",
@@ -310,11 +361,12 @@ def train_all(rows: Iterable[str] | None = None, profile: str = "auto", seeds: I
               **train_overrides: Any) -> list[RunResult | Exception]:
     """`rstn train`: rows x seeds one after another, each to its protocol's end, under one time budget.
 
-    A diverged run is reported and the others go on. With `budget_s`, the run that would overrun it stops
+    A diverged run, or one whose record was made with another config (kept), is reported and the others
+    go on. With `budget_s`, the run that would overrun it stops
     at an epoch boundary (status "running") and the rest are not started.
 
     Returns:
-        [RunResult | NonFiniteLossError] in the order run.
+        [RunResult | NonFiniteLossError | ConfigChangedError] in the order run.
     """
     deadline = time.monotonic() + budget_s if budget_s is not None else None
     names = [get_row(r).name for r in rows] if rows is not None else list(ROWS)
@@ -333,6 +385,10 @@ def train_all(rows: Iterable[str] | None = None, profile: str = "auto", seeds: I
                                progress=progress, data=_LazyData(config, data_cache))
         except NonFiniteLossError as err:
             say(f"diverged: {err}")
+            outcomes.append(err)
+            continue
+        except ConfigChangedError as err:  # its record is kept; the other runs go on
+            say(f"kept: {err}")
             outcomes.append(err)
             continue
         outcomes.append(result)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rstn.experiments import ROWS, RunConfig, comparable, get_row, run_config, run_dir
+from rstn.experiments import ROWS, RunConfig, get_row, run_config, run_dir, same_config
 from rstn.results import RUN_FILE
 from rstn.train import ATTENTION_NAME, CHECKPOINT_NAME, LOG_NAME
 
@@ -255,7 +255,7 @@ def _summaries_of_failed_job(lane: Sequence[RunConfig], results_dir: str | Path,
             record = read_run(run_dir(results_dir, config.profile, config.row, config.seed) / RUN_FILE)
         except (ResultsError, OSError):
             record = None
-        if record is not None and record.finished and comparable(record.config) == comparable(config.to_dict()):
+        if record is not None and record.finished and same_config(record.config, config.to_dict()):
             summary = {"row": config.row, "seed": config.seed, "status": "finished", "epochs": record.epochs_run,
                        "test_error": record.test_error}
         summaries.append(summary)

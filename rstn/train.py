@@ -33,8 +33,6 @@ This module knows nothing of Table 1: a run on disk (results folder, run.json, s
 from __future__ import annotations
 
 import math
-import os
-import pickle
 import random
 import statistics
 import time
@@ -49,10 +47,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from rstn.backends import configure_backends, resolve_device, tune_glibc_malloc
+from rstn.checkpoints import (  # noqa: F401 (CHECKPOINT_NAME, load_checkpoint: part of this module's API)
+    CHECKPOINT_NAME,
+    CheckpointError,
+    ResumePoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from rstn.configs import added, neutral
 from rstn.optim import LasagneRMSprop, clip_gradients, learning_rate
 from rstn.progress import ProgressLog, format_duration, progress_mode, utc_now
 
-CHECKPOINT_NAME = "checkpoint.pt"  # git-ignored by the pattern results/**/checkpoint*.pt
 LOG_NAME = "train.log"
 ATTENTION_NAME = "attention.npz"
 
@@ -81,20 +86,21 @@ class TrainConfig:
     softmax_tol: float = 1e-5  # TOL: the loss is -log(softmax + 1e-5); 0 gives plain cross-entropy
     # "model": a nonzero dropout grows linearly from 0 over the first `dropout_ramp_epochs` epochs where
     # model.ramps_dropout (RNN-SPN: rnn_spn.py ramps, ffn_spn.py sets the rate once); "always"; "never".
-    dropout_ramp: str = "model"
+    # Records from before this field ramped every model: they read as "always".
+    dropout_ramp: str = added("model", absent="always")
     dropout_ramp_epochs: int = 5
-    eval_batch_size: int = 500  # evaluation only; does not change the results
+    eval_batch_size: int = neutral(500)  # evaluation only; does not change the results
     n_attention: int = 32  # first test images whose theta and predictions are saved
     # Speed knobs (none in the authors' code).
     bf16: bool = False  # deviation when True: bf16 autocast for forward/backward
     # NHWC activations: 1.3-2x faster CPU steps with the ReLU after each pool (benchmarks/README.md); the
     # convolutions round differently, within the tolerance tests/test_speed_parity.py states
-    channels_last: bool = True
-    compile: bool = False  # torch.compile the model (on a 2-core CPU it made training steps slower)
+    channels_last: bool = neutral(True)
+    compile: bool = neutral(False)  # torch.compile the model (on a 2-core CPU it made training steps slower)
     # torch.compile's mode: "reduce-overhead" captures CUDA graphs (a GPU step is many small kernels)
-    compile_mode: str = "default"
+    compile_mode: str = neutral("default")
     tf32: bool = False  # TF32 matmuls/convolutions on CUDA; Theano ran in float32
-    cudnn_benchmark: bool = True  # cuDNN autotuning: speed only (can change float rounding on CUDA)
+    cudnn_benchmark: bool = neutral(True)  # cuDNN autotuning: speed only (can change float rounding on CUDA)
 
     def __post_init__(self) -> None:
         if self.compile_mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
@@ -242,30 +248,6 @@ def set_rng_state(state: dict) -> None:
 
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file in the same directory, then rename: a kill never leaves half a file."""
-    tmp = path.with_name("checkpoint.tmp.pt")  # still matches the git-ignore pattern checkpoint*.pt
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read (truncated, or not a checkpoint)."""
-
-
-def load_checkpoint(path: Path) -> dict:
-    """The checkpoint `save_checkpoint` wrote. Raises CheckpointError when the file cannot be read."""
-    try:
-        # weights_only=False: the checkpoint holds numpy/python RNG states besides tensors; it is our own file.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
-        raise CheckpointError(f"{path} is unreadable ({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, dict) or "epoch" not in ckpt:
-        raise CheckpointError(f"{path} is not a checkpoint of rstn.train.fit")
-    return ckpt
-
-
-
 STOP_REASONS = ("early_stopping", "max_epochs", "time_budget")
 
 
@@ -401,12 +383,14 @@ def fit(
     checkpoint_path: str | Path | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
+    resume_from: ResumePoint | None = None,
     deadline: float | None = None,
     progress: str | bool | None = "auto",
     label: str = "",
     checkpoint_extra: dict | None = None,
     session: dict | None = None,
     on_epoch_end: Callable[[FitResult], None] | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Train `model` on data["train"], evaluating on data["valid"] and data["test"] every epoch.
 
@@ -424,6 +408,8 @@ def fit(
             stops (finished or out of time). 1: a kill loses at most the epoch in progress.
         resume: continue from the checkpoint if it exists and was written with the same
             `checkpoint_extra["config"]`; otherwise start over.
+        resume_from: a state chosen by the caller to continue from (a checkpoint or a resume pack,
+            `rstn.checkpoints.resume_point`); it replaces `resume`'s own look at the checkpoint.
         deadline: a time.monotonic() value. An epoch that the last epochs' times say would end past it is
             not started, and one that runs past it is abandoned; the run then stops as "running" with
             stop_reason "time_budget" and a checkpoint of its last whole epoch.
@@ -432,6 +418,8 @@ def fit(
         checkpoint_extra: stored in the checkpoint as is (the run's resolved config, for resume checks).
         session: facts of this process (commit, device, ...) appended to `FitResult.sessions`.
         on_epoch_end: called with the running FitResult after each epoch (and its checkpoint, if due).
+        on_checkpoint: called with each checkpoint's state right after it is written (or instead of
+            writing it, without a checkpoint path): `rstn.runs` writes the resume pack from it.
 
     Returns:
         FitResult. Each history record holds: epoch, lr, dropout, train_loss (mean over the epoch's
@@ -476,34 +464,43 @@ def fit(
     stopper = EarlyStopping(config.patience)
     start_epoch = 0
     extra = checkpoint_extra or {}
-    if resume and ckpt_path is not None and ckpt_path.exists():
+    if resume_from is None and resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = _checkpoint_to_resume(ckpt_path, extra, lambda line: log(prefix + line))
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            stopper = EarlyStopping(config.patience, ckpt["best_epoch"], ckpt["best_valid_correct"])
-            state = FitResult(ckpt["history"], ckpt["best_epoch"], ckpt["best_state"], "running", None,
-                              ckpt["elapsed_s"], list(ckpt["sessions"]), ckpt["started_at"])
-            start_epoch = ckpt["epoch"] + 1
-            set_rng_state(ckpt["rng"])
-            log(f"{prefix}resumed from {ckpt_path} after epoch {ckpt['epoch']}")
-    elif ckpt_path is not None and ckpt_path.exists():
+        resume_from = ResumePoint(ckpt, ckpt_path, "checkpoint") if ckpt is not None else None
+    elif resume_from is None and ckpt_path is not None and ckpt_path.exists():
         log(f"{prefix}starting over: the existing checkpoint is replaced")
+    if resume_from is not None:
+        ckpt = resume_from.state
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        stopper = EarlyStopping(config.patience, ckpt["best_epoch"], ckpt["best_valid_correct"])
+        state = FitResult(list(ckpt["history"]), ckpt["best_epoch"], ckpt["best_state"], "running", None,
+                          ckpt["elapsed_s"], list(ckpt["sessions"]), ckpt["started_at"])
+        start_epoch = ckpt["epoch"] + 1
+        set_rng_state(ckpt["rng"])
+        log(f"{prefix}resumed from {resume_from.describe()}")
     this_session = dict(session or {}) | {"started_at": utc_now(), "first_epoch": start_epoch, "epochs": 0}
     state.sessions.append(this_session)
     history = state.history
 
     def save(epoch: int) -> None:
+        nonlocal saved
+        checkpoint = {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+            "history": history, "best_epoch": stopper.best_epoch, "best_valid_correct": stopper.best_correct,
+            "best_state": state.best_state, "rng": rng_state(), "elapsed_s": state.elapsed_s,
+            "sessions": state.sessions, "started_at": state.started_at, "extra": extra}
         if ckpt_path is not None:
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "history": history, "best_epoch": stopper.best_epoch, "best_valid_correct": stopper.best_correct,
-                "best_state": state.best_state, "rng": rng_state(), "elapsed_s": state.elapsed_s,
-                "sessions": state.sessions, "started_at": state.started_at, "extra": extra})
+            save_checkpoint(ckpt_path, checkpoint)
+        if on_checkpoint is not None:
+            on_checkpoint(checkpoint)
+        saved = _Saved(epoch, stopper.best_epoch, state.best_state, state.elapsed_s)
+
+    # what the last checkpoint (or the state resumed from) holds: a deadline between checkpoints goes back to it
+    saved = _Saved(start_epoch - 1, state.best_epoch, state.best_state, state.elapsed_s)
 
     step_model = torch.compile(model, mode=config.compile_mode) if config.compile else model
     n_valid_digits = splits["valid"].labels.numel()
-    last_saved = start_epoch - 1
 
     for epoch in range(start_epoch, config.max_epochs):
         if epoch > 0 and stopper.should_stop(epoch - 1):
@@ -529,10 +526,10 @@ def fit(
         except BudgetExhausted:
             # the weights hold part of an epoch: nothing of it is saved, the run resumes from the checkpoint
             log(f"{prefix}out of time in epoch {epoch}: it is discarded; the checkpoint after epoch "
-                f"{last_saved} is kept")
+                f"{saved.epoch} is kept")
             state.stop_reason = "time_budget"
-            if ckpt_path is not None and last_saved < len(history) - 1:
-                _back_to_checkpoint(state, ckpt_path, last_saved, this_session, start_epoch)
+            if saved.epoch < len(history) - 1:
+                _back_to_checkpoint(state, saved, this_session, start_epoch)
             return _stopped(state, this_session)
 
         model.eval()
@@ -545,8 +542,8 @@ def fit(
         train_loss = loss_total / n_batches
         # A non-finite gradient norm corrupts the weights even when every loss of the epoch was finite.
         if not (math.isfinite(train_loss) and math.isfinite(norm_total)):
-            where = f"the last good checkpoint (epoch {last_saved}) is kept in {ckpt_path}" if (
-                ckpt_path is not None and last_saved >= 0) else "no checkpoint was written"
+            where = f"the last good checkpoint (epoch {saved.epoch}) is kept in {ckpt_path}" if (
+                ckpt_path is not None and saved.epoch >= 0) else "no checkpoint was written"
             what = f"training loss became {train_loss}" if not math.isfinite(train_loss) else \
                 f"gradient norm became {norm_total}"
             raise NonFiniteLossError(f"{prefix}{what} in epoch {epoch}; {where}")
@@ -570,7 +567,6 @@ def fit(
         done = stopper.should_stop(epoch) or epoch + 1 == config.max_epochs
         if done or (epoch + 1 - start_epoch) % checkpoint_every == 0:
             save(epoch)
-            last_saved = epoch
         log(f"{prefix}epoch {epoch:3d}  lr {lr:.2e}  loss {train_loss:.4f}  train {100 * record['train_error']:.2f}%"
             f"  valid {100 * record['valid_error']:.2f}% (seq {100 * record['valid_sequence_error']:.2f}%)"
             f"  test {100 * record['test_error']:.2f}% (seq {100 * record['test_sequence_error']:.2f}%)"
@@ -588,7 +584,7 @@ def fit(
         # no epoch got a single validation digit right: report the last one
         state.best_epoch = len(history) - 1
         state.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    if state.stop_reason == "time_budget" and history and last_saved < len(history) - 1:
+    if state.stop_reason == "time_budget" and history and saved.epoch < len(history) - 1:
         save(len(history) - 1)
     return _stopped(state, this_session)
 
@@ -606,16 +602,22 @@ def _checkpoint_to_resume(path: Path, extra: dict, say: Callable[[str], None]) -
     return ckpt
 
 
-def _back_to_checkpoint(state: FitResult, ckpt_path: Path, last_saved: int, session: dict, start_epoch: int) -> None:
+@dataclass(frozen=True)
+class _Saved:
+    """What the last checkpoint of a `fit` holds, as far as its FitResult goes (epoch -1: none yet)."""
+
+    epoch: int
+    best_epoch: int
+    best_state: dict | None
+    elapsed_s: float
+
+
+def _back_to_checkpoint(state: FitResult, saved: _Saved, session: dict, start_epoch: int) -> None:
     """Forget the epochs after the last checkpoint (with checkpoint_every > 1): the weights that ended them
     are gone, so the result must say what a resume starts from, and the resume trains them again."""
-    del state.history[last_saved + 1:]
-    session["epochs"] = max(0, last_saved + 1 - start_epoch)
-    if last_saved >= 0 and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        state.best_epoch, state.best_state, state.elapsed_s = ckpt["best_epoch"], ckpt["best_state"], ckpt["elapsed_s"]
-    else:
-        state.best_epoch, state.best_state, state.elapsed_s = -1, None, 0.0
+    del state.history[saved.epoch + 1:]
+    session["epochs"] = max(0, saved.epoch + 1 - start_epoch)
+    state.best_epoch, state.best_state, state.elapsed_s = saved.best_epoch, saved.best_state, saved.elapsed_s
 
 
 def _stopped(state: FitResult, session: dict) -> FitResult:

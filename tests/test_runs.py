@@ -12,7 +12,8 @@ import torch
 from rstn.backends import processor_name
 from rstn.experiments import PROFILES, run_config
 from rstn.results import read_run, without_timing
-from rstn.runs import RunInProgressError, checkpoint_path, is_finished, train_all, train_run
+from rstn.checkpoints import PACK_NAME
+from rstn.runs import ConfigChangedError, RunInProgressError, checkpoint_path, is_finished, train_all, train_run
 from rstn.train import ATTENTION_NAME, NonFiniteLossError
 
 torch.set_num_threads(1)
@@ -67,16 +68,19 @@ def test_finished_run_with_the_same_config_is_skipped(finished_run, capsys):
     assert not is_finished(run_config("rnn-spn-d4", "smoke", seed=0, **(TINY | {"lr": 1e-3})), results)
 
 
-def test_changed_config_or_force_reruns(tmp_path, capsys):
+def test_a_changed_config_is_reported_and_its_record_kept_until_force(tmp_path, capsys):
     data = synthetic_data()
     config = run_config("ffn-spn-d4", "smoke", seed=1, **TINY)
     train_run(config, results_dir=tmp_path, progress="none", data=data)
+    folder = tmp_path / "smoke" / "ffn-spn-d4" / "seed1"
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
     changed = run_config("ffn-spn-d4", "smoke", seed=1, **(TINY | {"lr": 1e-3}))
-    rerun = train_run(changed, results_dir=tmp_path, progress="text", data=data)
-    assert not rerun.skipped and rerun.record.config["train"]["lr"] == 1e-3
-    assert "rerun smoke/ffn-spn-d4/seed1: config changed (train.lr)" in capsys.readouterr().out
+    with pytest.raises(ConfigChangedError, match=r"smoke/ffn-spn-d4/seed1: its record \(finished, 1 epoch.*"
+                                                 r"another config \(train.lr 0.0005 -> 0.001\); it is kept: --force"):
+        train_run(changed, results_dir=tmp_path, progress="text", data=data)
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before  # untouched
     forced = train_run(changed, results_dir=tmp_path, progress="none", data=data, force=True)
-    assert not forced.skipped
+    assert not forced.skipped and forced.record.config["train"]["lr"] == 1e-3
 
 
 def test_diverged_run_is_recorded_and_not_skipped(tmp_path):
@@ -105,7 +109,7 @@ def test_a_forced_rerun_that_diverges_records_none_of_the_old_run(tmp_path):
     assert record.status == "diverged" and record.epochs_run == 0 and record.history == []
 
 
-def test_resume_under_another_config_starts_over_with_fresh_files(tmp_path, capsys):
+def test_resume_under_another_config_is_refused_and_force_starts_over_with_fresh_files(tmp_path, capsys):
     data = synthetic_data(n=40)
     config = run_config("rnn-spn-d4", "smoke", seed=3, **(TINY | {"max_epochs": 3}))
     out = tmp_path / "smoke" / "rnn-spn-d4" / "seed3"
@@ -113,8 +117,10 @@ def test_resume_under_another_config_starts_over_with_fresh_files(tmp_path, caps
     assert paused.status == "running"
     (out / ATTENTION_NAME).write_bytes(b"the old config's attention")
     changed = run_config("rnn-spn-d4", "smoke", seed=3, **(TINY | {"max_epochs": 3, "lr": 1e-3}))
-    result = train_run(changed, results_dir=tmp_path, progress="text", data=data, resume=True)
-    assert "config changed (train.lr)" in capsys.readouterr().out
+    with pytest.raises(ConfigChangedError, match="train.lr 0.0005 -> 0.001"):
+        train_run(changed, results_dir=tmp_path, progress="text", data=data, resume=True)
+    assert (out / ATTENTION_NAME).read_bytes() == b"the old config's attention"
+    result = train_run(changed, results_dir=tmp_path, progress="text", data=data, resume=True, force=True)
     assert result.status == "finished" and len(result.record.sessions) == 1
     assert (out / ATTENTION_NAME).read_bytes() != b"the old config's attention"
     assert (out / "train.log").read_text().count("epoch   0 ") == 1
@@ -174,8 +180,9 @@ def test_running_record_is_written_every_epoch_and_a_lost_checkpoint_starts_over
     assert record.status == "running" and record.epochs_run == 2 and record.stop_reason is None
     assert record.final is not None  # the best-so-far metrics
     checkpoint_path(config).unlink()
+    (tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / PACK_NAME).unlink()  # the resume pack too
     result = train_run(config, results_dir=tmp_path, progress="text", data=data, resume=True)
-    assert "no checkpoint" in capsys.readouterr().out
+    assert "neither a checkpoint" in capsys.readouterr().out
     assert result.status == "finished" and result.record.epochs_run == 3 and len(result.record.sessions) == 1
 
 

@@ -1,0 +1,149 @@
+"""Checkpoints and resume packs: what a run in progress needs to continue, on this machine or another.
+
+Two files hold the same state (the dict `rstn.train.fit` saves: weights, optimizer state, best weights so
+far, the epoch, history, early-stopping counter, RNG states, sessions):
+
+    checkpoint.pt  full precision, outside the work tree (`rstn.runs.checkpoint_path`), never committed;
+                   a resume from it continues the run bit for bit on the same machine.
+    resume.pt      the resume pack, beside run.json and committed with the results, so that a fresh clone
+                   on a new machine continues the run. The weights stay float32; the optimizer state is
+                   kept in bfloat16 (RMSprop's running mean of g^2 spans far more than float16's range) and
+                   the best weights in float16, to keep the pack small (every committed pack stays in the
+                   repository's history). A resume from it is therefore close to, not exactly, the run it
+                   continues; on another processor the kernels round differently anyway.
+
+`resume_point` picks the one to continue from: the checkpoint when it is at least as far as the pack.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_NAME = "checkpoint.pt"  # git-ignored by the pattern results/**/checkpoint*.pt
+PACK_NAME = "resume.pt"
+PACK_FORMAT = 1
+# The reduced precision of each part of a pack; anything not named stays as the checkpoint has it.
+PACK_DTYPES = {"optimizer": torch.bfloat16, "best_state": torch.float16}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or pack that cannot be read (truncated, or not one of ours)."""
+
+
+def _save_atomically(path: Path, state: Mapping, tmp_name: str) -> None:
+    """torch.save to a temporary file in the same folder, then rename: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(tmp_name)
+    torch.save(dict(state), tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: Path, state: Mapping) -> None:
+    """Write a full-precision checkpoint atomically."""
+    _save_atomically(Path(path), state, "checkpoint.tmp.pt")  # the temporary file is git-ignored too
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The state `save_checkpoint` (or `write_pack`, then `read_pack`) wrote. Raises CheckpointError."""
+    try:
+        # weights_only=False: the state holds numpy/python RNG states besides tensors; it is our own file.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{path} is unreadable ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise CheckpointError(f"{path} is not a checkpoint of rstn.train.fit")
+    return state
+
+
+def _cast_floats(tree: Any, dtype: torch.dtype) -> Any:
+    """`tree` with every floating-point tensor in it cast to `dtype` (dicts and lists walked; rest as is)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", dtype) if tree.is_floating_point() else tree
+    if isinstance(tree, Mapping):
+        return {k: _cast_floats(v, dtype) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_cast_floats(v, dtype) for v in tree)
+    return tree
+
+
+def to_pack(state: Mapping) -> dict:
+    """A checkpoint state as a pack: the parts in PACK_DTYPES in reduced precision, marked as a pack."""
+    packed = {k: _cast_floats(v, PACK_DTYPES[k]) if k in PACK_DTYPES else v for k, v in state.items()}
+    return packed | {"pack_format": PACK_FORMAT}
+
+
+def from_pack(packed: Mapping) -> dict:
+    """A pack as a checkpoint state: the reduced parts back in float32."""
+    state = {k: _cast_floats(v, torch.float32) if k in PACK_DTYPES else v for k, v in packed.items()}
+    state.pop("pack_format", None)
+    return state
+
+
+def write_pack(path: Path, state: Mapping) -> None:
+    """Write the resume pack of a checkpoint state atomically."""
+    _save_atomically(Path(path), to_pack(state), f".{PACK_NAME}.tmp")  # git-ignored: results/**/.*.tmp*
+
+
+def read_pack(path: Path) -> dict:
+    """The checkpoint state a pack holds (reduced parts in float32). Raises CheckpointError."""
+    packed = load_checkpoint(path)
+    if packed.get("pack_format") != PACK_FORMAT:
+        raise CheckpointError(f"{path} is not a resume pack of format {PACK_FORMAT}")
+    return from_pack(packed)
+
+
+@dataclass
+class ResumePoint:
+    """A state to continue a run from, and the file it came from."""
+
+    state: dict
+    path: Path
+    kind: str  # "checkpoint" | "pack"
+
+    @property
+    def epoch(self) -> int:
+        """The last epoch the state holds (0-based)."""
+        return int(self.state["epoch"])
+
+    def describe(self) -> str:
+        what = "the local checkpoint" if self.kind == "checkpoint" else f"the resume pack {PACK_NAME}"
+        return f"{what} ({self.path}, after epoch {self.epoch})"
+
+
+def resume_point(checkpoint: Path, pack: Path, accepts: Callable[[Mapping], bool],
+                 say: Callable[[str], None] = print) -> ResumePoint | None:
+    """The state to resume from: the checkpoint when it is at least as far as the pack, else the pack.
+
+    A file that is missing, unreadable or written for another config (`accepts(state["extra"]["config"])`
+    is False) is passed over, saying why. None when neither can be used.
+    """
+    points = []
+    for path, kind, read in ((Path(checkpoint), "checkpoint", load_checkpoint), (Path(pack), "pack", read_pack)):
+        if not path.exists():
+            continue
+        try:
+            state = read(path)
+        except CheckpointError as err:
+            say(f"{err}: not resumed from it")
+            continue
+        if not accepts(state.get("extra", {}).get("config", {})):
+            say(f"{path} was written for another config: not resumed from it")
+            continue
+        points.append(ResumePoint(state, path, kind))
+    if not points:
+        return None
+    # max keeps the first of equals: the checkpoint, which is exact
+    return max(points, key=lambda p: p.epoch)
+
+
+def latest_state(checkpoint: Path, pack: Path) -> dict | None:
+    """The furthest readable state of a run whatever its config (for the record of a diverged run)."""
+    point = resume_point(checkpoint, pack, accepts=lambda config: True, say=lambda line: None)
+    return point.state if point is not None else None

@@ -1,0 +1,149 @@
+"""Resume packs: compact, committed beside run.json, and enough for a fresh clone to continue a run."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from rstn.checkpoints import (
+    PACK_NAME,
+    CheckpointError,
+    load_checkpoint,
+    read_pack,
+    resume_point,
+    save_checkpoint,
+    to_pack,
+    write_pack,
+)
+from rstn.experiments import run_config
+from rstn.results import HISTORY_FIELDS, read_run
+from rstn.runs import checkpoint_path, load_trained, train_run
+from rstn.weights import WEIGHTS_NAME
+from test_runs import TINY, synthetic_data
+
+torch.set_num_threads(1)
+
+
+def fake_state(epoch: int) -> dict:
+    torch.manual_seed(epoch)
+    weights = {"w": torch.randn(4, 3), "b": torch.randn(3)}
+    return {"model": weights, "best_state": {k: v + 1 for k, v in weights.items()}, "epoch": epoch,
+            "optimizer": {"state": {0: {"acc": torch.rand(4, 3) * 1e-9}}, "param_groups": [{"lr": 5e-4}]},
+            "extra": {"config": {"row": "x"}}, "history": [], "rng": {"torch": torch.get_rng_state()}}
+
+
+def test_a_pack_keeps_the_weights_exact_and_the_rest_in_reduced_precision(tmp_path):
+    state = fake_state(3)
+    packed = to_pack(state)
+    assert packed["model"]["w"].dtype == torch.float32 and torch.equal(packed["model"]["w"], state["model"]["w"])
+    assert packed["optimizer"]["state"][0]["acc"].dtype == torch.bfloat16  # 1e-9 is inside bf16's range
+    assert packed["best_state"]["w"].dtype == torch.float16
+    assert packed["rng"]["torch"].dtype == torch.uint8  # not a float: untouched
+    write_pack(tmp_path / PACK_NAME, state)
+    back = read_pack(tmp_path / PACK_NAME)
+    acc, acc_back = state["optimizer"]["state"][0]["acc"], back["optimizer"]["state"][0]["acc"]
+    assert acc_back.dtype == torch.float32 and torch.allclose(acc_back, acc, rtol=1e-2, atol=0)
+    assert torch.allclose(back["best_state"]["w"], state["best_state"]["w"], rtol=1e-3, atol=1e-3)
+    assert "pack_format" not in back and back["epoch"] == 3
+
+
+def test_a_checkpoint_is_not_a_pack_and_a_broken_pack_names_itself(tmp_path):
+    save_checkpoint(tmp_path / "checkpoint.pt", fake_state(1))
+    with pytest.raises(CheckpointError, match="not a resume pack"):
+        read_pack(tmp_path / "checkpoint.pt")
+    (tmp_path / PACK_NAME).write_bytes(b"\x80 truncated")
+    with pytest.raises(CheckpointError, match=PACK_NAME):
+        read_pack(tmp_path / PACK_NAME)
+
+
+@pytest.mark.parametrize("checkpoint_epoch, pack_epoch, chosen", [(5, 5, "checkpoint"), (6, 5, "checkpoint"),
+                                                                    (4, 5, "pack"), (None, 5, "pack"),
+                                                                    (5, None, "checkpoint")])
+def test_resume_takes_the_checkpoint_when_at_least_as_far_else_the_pack(tmp_path, checkpoint_epoch, pack_epoch,
+                                                                       chosen):
+    ckpt, pack = tmp_path / "checkpoint.pt", tmp_path / PACK_NAME
+    if checkpoint_epoch is not None:
+        save_checkpoint(ckpt, fake_state(checkpoint_epoch))
+    if pack_epoch is not None:
+        write_pack(pack, fake_state(pack_epoch))
+    point = resume_point(ckpt, pack, accepts=lambda config: True, say=lambda line: None)
+    assert point.kind == chosen and point.epoch == (checkpoint_epoch if chosen == "checkpoint" else pack_epoch)
+    assert (PACK_NAME in point.describe()) == (chosen == "pack")
+
+
+def test_resume_passes_over_a_state_of_another_config_saying_so(tmp_path):
+    ckpt, pack = tmp_path / "checkpoint.pt", tmp_path / PACK_NAME
+    save_checkpoint(ckpt, fake_state(9))
+    write_pack(pack, fake_state(2) | {"extra": {"config": {"row": "y"}}})
+    said = []
+    point = resume_point(ckpt, pack, accepts=lambda config: config == {"row": "y"}, say=said.append)
+    assert point.kind == "pack" and point.epoch == 2
+    assert said == [f"{ckpt} was written for another config: not resumed from it"]
+    assert resume_point(tmp_path / "none.pt", tmp_path / "none2.pt", lambda c: True) is None
+
+
+def test_a_fresh_clone_continues_a_paused_run_from_its_pack(tmp_path, monkeypatch, capsys):
+    """A smoke run paused by its budget; its results folder (run.json, train.log, resume.pt) copied into
+    another results folder with an empty checkpoint folder, as a fresh clone on a new machine has it."""
+    import rstn.train
+
+    data = synthetic_data(n=40)
+    config = run_config("rnn-spn-d4", "smoke", seed=4, **(TINY | {"max_epochs": 4}))
+    here, there = tmp_path / "here", tmp_path / "clone" / "results"
+    straight = train_run(config, results_dir=tmp_path / "straight", checkpoint_root=tmp_path / "ckpt-straight",
+                         progress="none", data=data)
+    with monkeypatch.context() as patch:  # the budget stops the run after two epochs
+        patch.setattr(rstn.train, "_epoch_estimate", lambda history: 1e9 if len(history) >= 2 else 0.0)
+        paused = train_run(config, results_dir=here, checkpoint_root=tmp_path / "ckpt-here", progress="none",
+                           data=data, deadline=time.monotonic() + 3600)
+    folder = here / "smoke" / "rnn-spn-d4" / "seed4"
+    assert paused.status == "running" and paused.record.epochs_run == 2 and (folder / PACK_NAME).exists()
+    assert not (folder / WEIGHTS_NAME).exists()  # weights come with the finish
+    assert load_checkpoint(checkpoint_path(config, tmp_path / "ckpt-here"))["epoch"] == 1
+
+    shutil.copytree(folder, there / "smoke" / "rnn-spn-d4" / "seed4")
+    capsys.readouterr()
+    resumed = train_run(config, results_dir=there, checkpoint_root=tmp_path / "empty", progress="text",
+                        data=data, resume=True)
+    out = capsys.readouterr().out
+    assert f"resuming from the resume pack {PACK_NAME}" in out and "after epoch 1" in out
+    clone = there / "smoke" / "rnn-spn-d4" / "seed4"
+    log = (clone / "train.log").read_text()
+    assert f"resumed from the resume pack {PACK_NAME}" in log and log.count("epoch   2 ") == 1
+
+    record, reference = resumed.record, straight.record
+    assert record.status == "finished" and record.epochs_run == reference.epochs_run == 4
+    assert [h["epoch"] for h in record.history] == [0, 1, 2, 3]
+    assert [sorted(h) for h in record.history] == [sorted(HISTORY_FIELDS)] * 4
+    assert sorted(vars(record)) == sorted(vars(reference)) and record.stop_reason == reference.stop_reason
+    assert [s["first_epoch"] for s in record.sessions] == [0, 2]
+    # the epochs before the pause are the paused run's own, exactly
+    assert record.history[:2] == paused.record.history
+    assert not (clone / PACK_NAME).exists()  # a finished run has no pack...
+    assert (clone / WEIGHTS_NAME).exists()  # ...but its best weights
+    assert read_run(clone / "run.json") == record
+
+
+def test_load_trained_returns_the_best_weights_in_eval_mode(tmp_path):
+    data = synthetic_data(n=40)
+    config = run_config("rnn-spn-d4", "smoke", seed=5, **(TINY | {"max_epochs": 2}))
+    train_run(config, results_dir=tmp_path, checkpoint_root=tmp_path / "ckpt", progress="none", data=data)
+    model = load_trained("rnn-spn-d4", "smoke", seed=5, results_dir=tmp_path)
+    assert not model.training
+    best = load_checkpoint(checkpoint_path(config, tmp_path / "ckpt"))["best_state"]  # full precision
+    from rstn.models import build_model
+
+    reference = build_model(config.model).eval()
+    reference.load_state_dict(best)
+    x = torch.as_tensor(data["test"].images[:8]).unsqueeze(1)
+    with torch.no_grad():
+        ours, full = model(x), reference(x)
+    assert torch.allclose(ours.logits, full.logits, atol=1e-2, rtol=1e-2)
+    assert torch.allclose(ours.theta, full.theta, atol=1e-2)
+    assert np.array_equal(ours.logits.argmax(-1).numpy(), full.logits.argmax(-1).numpy())
+    with pytest.raises(FileNotFoundError, match="rnn-spn-d3/seed0: not run"):
+        load_trained("rnn-spn-d3", "smoke", results_dir=tmp_path)
