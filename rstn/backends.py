@@ -117,3 +117,29 @@ def processor_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+# Flags that change which kernels a CPU runs, and so its speed and its float rounding.
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def processor_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The host CPU told apart by what sets its speed and rounding: vendor, family, model and the flags in
+    KERNEL_FLAGS, e.g. "AuthenticAMD family 26 model 2 (avx2 avx512f avx512_bf16)". "model name" alone
+    reads "AMD EPYC" on machines that train 1.7x apart. `processor_name()` where cpuinfo is unreadable.
+    """
+    try:
+        fields: dict[str, str] = {}
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if not key.strip() and fields:  # the first processor's block has ended
+                break
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return processor_name(cpuinfo)
+    if "vendor_id" not in fields:
+        return processor_name(cpuinfo)
+    flags = set(fields.get("flags", "").split())
+    kernel_flags = " ".join(f for f in KERNEL_FLAGS if f in flags) or "no avx2"
+    return (f"{fields['vendor_id']} family {fields.get('cpu family', '?')} model {fields.get('model', '?')} "
+            f"({kernel_flags})")

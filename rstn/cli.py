@@ -8,6 +8,7 @@
     rstn sweep (--row ROW [ROW ...] | --all) [--profile P] [--seeds K ...] [--executor local|slurm|debug]
                [--concurrency N] [--gpus N] [--budget 9m] [--out DIR] [--resume-from ARCHIVE] [--set ...]
     rstn unpack ARCHIVE [--results-dir DIR] [--checkpoint-dir DIR]
+    rstn carry --row ROW [ROW ...] [--profile paper] [--seed K ...] [--results-dir DIR] [--checkpoint-dir DIR]
     rstn table [--profile PROFILE] [--results-dir DIR]
     rstn replicate [--profile smoke|quick|paper|auto] [--seeds K ...] [--rows ROW ...] [--force]
                    [--device DEV] [--into-book]
@@ -102,19 +103,23 @@ def _cmd_mnist(args: argparse.Namespace) -> int:
 
 def _add_train(subparsers) -> None:
     p = subparsers.add_parser("train", help="train Table 1 rows (results/<profile>/<row>/seed<k>/)",
-                              description="Train Table 1 rows with the authors' protocol under a profile. A run "
-                                          "finished with the same config is skipped; --force reruns it.")
+                              description="Train Table 1 rows (or a variant by name, e.g. rnn-spn-d4-bf16) with "
+                                          "the authors' protocol under a profile. A run finished with the same "
+                                          "config is skipped; a record of another config is kept and reported; "
+                                          "--force retrains either.")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--row", nargs="+", metavar="ROW", help="row name(s), e.g. rnn-spn-d2")
     which.add_argument("--all", action="store_true", help="all nine rows")
     which.add_argument("--cpu-queue", action="store_true",
-                       help="the rows a 2-core CPU can train under the paper profile, cheapest first "
-                            "(rstn.experiments.CPU_QUEUE); implies --profile paper --resume")
+                       help="the paper-profile runs a 2-core CPU can train (rstn.experiments.CPU_QUEUE: rows and "
+                            "seeds), a run that can resume first; prints this processor and each run's epoch "
+                            "time here and how far --budget takes it; implies --profile paper --resume")
     p.add_argument("--profile", default="auto",
                    help="smoke | quick | paper | auto (paper with CUDA, else quick; default: %(default)s)")
     p.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], metavar="K",
                    help="training seed(s) (default: 0)")
-    p.add_argument("--resume", action="store_true", help="continue a run in progress from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run in progress from its checkpoint, or its resume pack where that got further")
     p.add_argument("--force", action="store_true", help="rerun even if finished with the same config")
     p.add_argument("--budget", default=None, metavar="DURATION",
                    help="stop cleanly at an epoch boundary before this much time has passed (e.g. 2h30m, "
@@ -148,24 +153,28 @@ def _parse_overrides(items: list[str]) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rstn.experiments import CPU_QUEUE
-    from rstn.runs import train_all
     from rstn.progress import counted, format_duration, parse_duration
+    from rstn.runs import ConfigChangedError, train_all, train_configs
 
     budget_s = parse_duration(args.budget) if args.budget is not None else None
     if args.checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
-    rows, profile, resume = args.row, args.profile, args.resume
-    if args.all:
-        rows = None
-    if args.cpu_queue:
-        rows, profile, resume = list(CPU_QUEUE), "paper", True
+    common = dict(results_dir=args.results_dir, checkpoint_root=args.checkpoint_dir, device=args.device,
+                  force=args.force, budget_s=budget_s, checkpoint_every=args.checkpoint_every, progress=args.progress)
     start = time.monotonic()
-    outcomes = train_all(rows, profile, args.seeds, results_dir=args.results_dir,
-                         checkpoint_root=args.checkpoint_dir, device=args.device, resume=resume, force=args.force,
-                         budget_s=budget_s, checkpoint_every=args.checkpoint_every, progress=args.progress,
-                         **_parse_overrides(args.overrides))
-    from rstn.runs import ConfigChangedError
+    if args.cpu_queue:
+        from rstn import queue
+
+        if args.overrides:
+            raise ValueError("--cpu-queue trains the registered paper-profile runs: --set does not apply to it")
+        configs = queue.resumable_first(queue.queue_configs("paper"), args.results_dir, args.checkpoint_dir)
+        planned = queue.plan(configs, budget_s, args.results_dir, args.checkpoint_dir, device=args.device or "cpu")
+        print(queue.describe_plan(planned, budget_s), flush=True)
+        outcomes = train_configs(configs, resume=True, **common)
+    else:
+        rows = None if args.all else args.row
+        outcomes = train_all(rows, args.profile, args.seeds, resume=args.resume, **common,
+                             **_parse_overrides(args.overrides))
 
     failed = [o for o in outcomes if isinstance(o, Exception)]
     other_config = sum(isinstance(o, ConfigChangedError) for o in failed)
@@ -288,6 +297,31 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_carry(subparsers) -> None:
+    p = subparsers.add_parser("carry", help="write a run's resume pack (in progress) or weights (finished) from "
+                                            "its local checkpoint",
+                              description="Runs trained by code older than resume packs and weights keep them only "
+                                          "in the local checkpoint, which a new machine does not have. This writes "
+                                          "results/<profile>/<row>/seed<k>/resume.pt for a run in progress and "
+                                          "weights.safetensors for a finished one, to commit with the results.")
+    p.add_argument("--row", nargs="+", metavar="ROW", required=True, help="row name(s)")
+    p.add_argument("--profile", default="paper", help="(default: %(default)s)")
+    p.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], metavar="K")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--checkpoint-dir", type=Path, default=None, help="(default: as rstn train)")
+    p.set_defaults(func=_cmd_carry)
+
+
+def _cmd_carry(args: argparse.Namespace) -> int:
+    from rstn.experiments import run_config
+    from rstn.runs import carry_run
+
+    for row in args.row:
+        for seed in args.seeds:
+            print(carry_run(run_config(row, args.profile, seed), args.results_dir, args.checkpoint_dir))
+    return 0
+
+
 def _add_table(subparsers) -> None:
     p = subparsers.add_parser("table", help="print Table 1: ours (mean ± std over seeds) vs the paper",
                               description="Print the per-digit test error of every row, ours vs the paper.")
@@ -387,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_sweep(subparsers)
     _add_unpack(subparsers)
+    _add_carry(subparsers)
     _add_table(subparsers)
     _add_replicate(subparsers)
     _add_chapters(subparsers)

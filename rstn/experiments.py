@@ -1,7 +1,9 @@
 """Table 1: the rows, the run profiles and the resolved configuration of one run (the registry).
 
 Rows (`ROWS`): the nine models of the paper's Table 1 with its per-digit test errors (%), e.g.
-`rnn-spn-d2` (RNN-SPN, d = 2, 1.5 %). Profiles (`PROFILES`) set the data sizes and the trainer:
+`rnn-spn-d2` (RNN-SPN, d = 2, 1.5 %). Variants (`ABLATIONS`), e.g. `rnn-spn-d4-bf16`, change one thing of
+a Table 1 row and are measured against it; `REGISTRY` holds both. Profiles (`PROFILES`) set the data
+sizes and the trainer:
 
     smoke  seconds on a CPU, for tests: 200 / 100 / 100 sequences, 2 epochs
     quick  all nine rows on a 2-core CPU in about 20-25 minutes: 5,000/500/500 sequences, 5 epochs; its
@@ -10,8 +12,8 @@ Rows (`ROWS`): the nine models of the paper's Table 1 with its per-digit test er
            on a 2-core CPU for the cheap rows (`CPU_QUEUE`), a GPU for the whole table
     auto   paper where the run's device is CUDA, else quick
 
-The CPU queue (`CPU_QUEUE`) is the order in which a 2-core machine trains the paper profile: the
-cheapest rows first. A run on disk (results folder, run.json, resume) is `rstn.runs`; its record and
+The CPU queue (`CPU_QUEUE`) is the order in which a 2-core machine trains the paper profile's runs
+(`rstn.queue` plans it for the machine it is on). A run on disk (results folder, run.json, resume) is `rstn.runs`; its record and
 Table 1 from the records are `rstn.results`.
 """
 
@@ -34,12 +36,20 @@ from rstn.train import TrainConfig
 
 @dataclass(frozen=True)
 class Row:
-    """One row of Table 1: a model and the paper's per-digit test error (%)."""
+    """One model to train: a row of Table 1 (group "table1"), or a variant measured against one.
+
+    train: TrainConfig fields this row sets (before a profile's and the command line's), e.g.
+    (("bf16", True),); compare_with: the row it is measured against (variants only).
+    """
 
     name: str
     kind: str  # ModelConfig.kind: "rnn_spn" | "ffn_spn" | "conv_net"
     d: int | None  # the down-sampling factor; None for the conv net
-    paper_error: float
+    paper_error: float | None  # Table 1's per-digit test error (%); None for a variant the paper did not run
+    group: str = "table1"  # "table1" | "ablation"
+    train: tuple[tuple[str, Any], ...] = ()
+    compare_with: str | None = None
+    note: str = ""  # what a variant tests, in a few words
 
     @property
     def model_name(self) -> str:
@@ -62,6 +72,14 @@ ROWS: dict[str, Row] = {row.name: row for row in [
     Row("ffn-spn-d4", "ffn_spn", 4, 5.3),
     Row("conv-net", "conv_net", None, 2.9),  # no script published: trained with the FFN-SPN protocol
 ]}
+# Variants of a Table 1 row, each measured against it; trained when named (`rstn train --row NAME`) or by
+# the CPU queue, never by `--all` or `rstn replicate`, which mean Table 1.
+ABLATIONS: dict[str, Row] = {row.name: row for row in [
+    # deviation when trained: bf16 autocast (a GPU window trains in bf16): does it move the result?
+    Row("rnn-spn-d4-bf16", "rnn_spn", 4, None, group="ablation", train=(("bf16", True),),
+        compare_with="rnn-spn-d4", note="bf16 autocast instead of float32"),
+]}
+REGISTRY: dict[str, Row] = ROWS | ABLATIONS  # every row a run may name
 
 
 @dataclass(frozen=True)
@@ -88,9 +106,15 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             60_000, 10_000, 10_000, TrainConfig()),
 ]}
 PROFILE_CHOICES = (*PROFILES, "auto")
-# The paper profile on a 2-core CPU, cheapest first (measured epoch times: benchmarks/README.md); the d = 1
-# rows and the conv net need a GPU.
-CPU_QUEUE = ("rnn-spn-d4", "ffn-spn-d4", "rnn-spn-d3", "ffn-spn-d3", "rnn-spn-d2", "ffn-spn-d2")
+# The paper profile's runs on a 2-core CPU, (row, seed), in the order the queue trains them (a run that
+# can resume goes first, see rstn.queue): the finished seed-0 rows, the rest of seed 0, the bf16 A/B run,
+# then more seeds. The d = 1 rows and the conv net need a GPU (measured epoch times: benchmarks/README.md).
+CPU_QUEUE: tuple[tuple[str, int], ...] = (
+    ("rnn-spn-d4", 0), ("ffn-spn-d4", 0), ("rnn-spn-d3", 0),
+    ("ffn-spn-d3", 0), ("rnn-spn-d2", 0), ("rnn-spn-d4-bf16", 0), ("ffn-spn-d2", 0),
+    *((row, seed) for row in ("rnn-spn-d2", "rnn-spn-d3", "rnn-spn-d4") for seed in (1, 2)),
+    *((row, seed) for row in ("ffn-spn-d2", "ffn-spn-d3", "ffn-spn-d4") for seed in (1, 2)),
+)
 
 
 class RegistryError(ValueError):
@@ -98,9 +122,10 @@ class RegistryError(ValueError):
 
 
 def get_row(name: str) -> Row:
-    if name not in ROWS:
-        raise RegistryError(f"unknown row {name!r}; valid rows: {', '.join(ROWS)}")
-    return ROWS[name]
+    """A row of Table 1 or a variant (`REGISTRY`)."""
+    if name not in REGISTRY:
+        raise RegistryError(f"unknown row {name!r}; valid rows: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
 
 
 def resolve_profile(name: str, device: str | torch.device | None = None) -> Profile:
@@ -135,7 +160,8 @@ class RunConfig:
 
 def run_config(row: str, profile: str = "auto", seed: int = 0, *, device: str | torch.device | None = None,
                **train_overrides: Any) -> RunConfig:
-    """The resolved config of (row, profile, seed); `train_overrides` replace TrainConfig fields."""
+    """The resolved config of (row, profile, seed): the profile's trainer, the row's `train` fields, then
+    `train_overrides` (TrainConfig fields)."""
     row_ = get_row(row)
     prof = resolve_profile(profile, device)
     hints = typing.get_type_hints(TrainConfig)
@@ -147,8 +173,8 @@ def run_config(row: str, profile: str = "auto", seed: int = 0, *, device: str | 
             kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[hints[name]]
             raise RegistryError(f"{name}={value!r}: {name} must be {kind} "
                                 f"(the default is {getattr(prof.train, name)!r})")
-    try:
-        train = dataclasses.replace(prof.train, **train_overrides)
+    try:  # the row's own trainer fields, then the caller's
+        train = dataclasses.replace(prof.train, **(dict(row_.train) | train_overrides))
     except (TypeError, ValueError) as err:
         raise RegistryError(f"invalid TrainConfig override {train_overrides}: {err}") from None
     data = SequenceConfig(n_train=prof.n_train, n_valid=prof.n_valid, n_test=prof.n_test)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rstn.experiments import CPU_QUEUE, PROFILES, ROWS, get_row, is_profile_config, resolve_profile
+from rstn.experiments import CPU_QUEUE, PROFILES, REGISTRY, ROWS, get_row, is_profile_config, resolve_profile
 from rstn.progress import format_duration
 
 SCHEMA_VERSION = 2
@@ -54,7 +54,7 @@ class RunRecord:
     first_epoch, epochs}; older records lack processor), so a run resumed across commits or machines says so.
     """
 
-    row: str  # a key of rstn.experiments.ROWS
+    row: str  # a key of rstn.experiments.REGISTRY
     profile: str  # the concrete profile: smoke | quick | paper
     seed: int  # the training seed (initialisation, shuffles, dropout); the data use config["data_seed"]
     status: str
@@ -99,8 +99,8 @@ class RunRecord:
             return problems
         if self.schema_version != SCHEMA_VERSION:
             problems.append(f"schema_version {self.schema_version} is not {SCHEMA_VERSION} (rerun with --force)")
-        if self.row not in ROWS:
-            problems.append(f"row {self.row!r} is not one of {', '.join(ROWS)}")
+        if self.row not in REGISTRY:
+            problems.append(f"row {self.row!r} is not one of {', '.join(REGISTRY)}")
         if self.profile not in PROFILES:
             problems.append(f"profile {self.profile!r} is not one of {', '.join(PROFILES)}")
         if self.status not in STATUSES:
@@ -333,7 +333,8 @@ HEADLINE_COLUMNS = ("row", "model", "d", "paper (%)", "ours (%)", "ours - paper"
 
 def not_run_text(row: str) -> str:
     """What the headline says of a row without a run: whether the CPU queue will reach it."""
-    return "not run yet (queued on the CPU)" if row in CPU_QUEUE else "not run yet (needs a GPU)"
+    queued = any(name == row for name, _ in CPU_QUEUE)
+    return "not run yet (queued on the CPU)" if queued else "not run yet (needs a GPU)"
 
 
 def no_result_text(record: TableRecord) -> str:

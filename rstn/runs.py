@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from rstn.attention import attention_arrays
-from rstn.backends import backend_settings, device_name, processor_name, resolve_device
+from rstn.backends import backend_settings, device_name, processor_id, processor_name, resolve_device
 from rstn.checkpoints import PACK_NAME, latest_state, resume_point, write_pack
 from rstn.configs import comparable_values
 from rstn.experiments import (
@@ -273,7 +273,8 @@ def train_run(
                     run_dir=out_dir, checkpoint_path=ckpt_path, checkpoint_every=checkpoint_every,
                     resume_from=start, deadline=deadline, progress=progress, label=name,
                     checkpoint_extra={"config": wanted},
-                    session={**git, "device": device_name(device), "processor": processor_name()},
+                    session={**git, "device": device_name(device), "processor": processor_name(),
+                             "cpu": processor_id()},
                     on_epoch_end=write_progress, on_checkpoint=lambda ckpt: write_pack(pack_path, ckpt))
     except NonFiniteLossError as err:
         ckpt = latest_state(ckpt_path, pack_path)  # the epochs before the divergence, as last saved
@@ -309,6 +310,40 @@ def train_run(
             f"{format_duration(record.wall_time_s)}; --resume continues it from {ckpt_path} or its resume pack "
             f"{pack_path} ({size})")
     return RunResult(out_dir, record)
+
+
+def carry_run(config: RunConfig, results_dir: str | Path = "results", checkpoint_root: str | Path | None = None
+              ) -> str:
+    """From a run's local checkpoint, write what carries it past this machine: the resume pack of a run in
+    progress, the best weights of a finished one (for runs trained by code older than packs and weights).
+    Returns what it did, in one line. Raises FileNotFoundError or ConfigChangedError."""
+    from rstn.checkpoints import load_checkpoint
+
+    folder = run_dir(results_dir, config.profile, config.row, config.seed)
+    name = f"{config.profile}/{config.row}/seed{config.seed}"
+    ckpt_path = checkpoint_path(config, checkpoint_root)
+    if not (folder / RUN_FILE).exists():
+        raise FileNotFoundError(f"{name}: no {RUN_FILE} in {folder}")
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"{name}: no local checkpoint at {ckpt_path}: nothing to carry from here")
+    record, state = read_run(folder / RUN_FILE), load_checkpoint(ckpt_path)
+    changes = config_differences(state.get("extra", {}).get("config", {}), record.config)
+    if changes:
+        raise ConfigChangedError(f"{name}: the checkpoint {ckpt_path} is of another config than its record "
+                                 f"({describe_differences(changes)}): not carried")
+    if record.finished:
+        if state["best_state"] is None:
+            return f"{name}: finished, but its checkpoint holds no best weights"
+        size = save_best_weights(folder / WEIGHTS_NAME, state["best_state"], record)
+        return f"{name}: finished: wrote {folder / WEIGHTS_NAME} ({size / 1e6:.1f} MB)"
+    if record.status != "running":
+        return f"{name}: {record.status}: nothing to carry"
+    write_pack(folder / PACK_NAME, state)
+    size = (folder / PACK_NAME).stat().st_size
+    note = "" if state["epoch"] + 1 == record.epochs_run else \
+        f" (its record has {record.epochs_run}: a resume from it retrains the rest)"
+    return (f"{name}: in progress: wrote {folder / PACK_NAME} ({size / 1e6:.1f} MB) from the checkpoint after "
+            f"epoch {state['epoch']}{note}")
 
 
 def save_best_weights(path: Path, best_state: Mapping[str, torch.Tensor], record: RunRecord) -> int:
@@ -359,18 +394,29 @@ def train_all(rows: Iterable[str] | None = None, profile: str = "auto", seeds: I
               device: str | None = None, resume: bool = False, force: bool = False, budget_s: float | None = None,
               checkpoint_every: int = 1, progress: str | bool | None = "auto",
               **train_overrides: Any) -> list[RunResult | Exception]:
-    """`rstn train`: rows x seeds one after another, each to its protocol's end, under one time budget.
+    """`rstn train`: rows (default: Table 1) x seeds one after another, each to its protocol's end, under
+    one time budget (`train_configs`)."""
+    names = [get_row(r).name for r in rows] if rows is not None else list(ROWS)
+    configs = [run_config(r, profile, s, device=device, **train_overrides) for r in names for s in seeds]
+    return train_configs(configs, results_dir=results_dir, checkpoint_root=checkpoint_root, device=device,
+                         resume=resume, force=force, budget_s=budget_s, checkpoint_every=checkpoint_every,
+                         progress=progress)
+
+
+def train_configs(configs: Sequence[RunConfig], *, results_dir: str | Path = "results",
+                  checkpoint_root: str | Path | None = None, device: str | None = None, resume: bool = False,
+                  force: bool = False, budget_s: float | None = None, checkpoint_every: int = 1,
+                  progress: str | bool | None = "auto") -> list[RunResult | Exception]:
+    """Train `configs` in order under one time budget.
 
     A diverged run, or one whose record was made with another config (kept), is reported and the others
-    go on. With `budget_s`, the run that would overrun it stops
-    at an epoch boundary (status "running") and the rest are not started.
+    go on. With `budget_s`, the run that would overrun it stops at an epoch boundary (status "running")
+    and the rest are not started.
 
     Returns:
         [RunResult | NonFiniteLossError | ConfigChangedError] in the order run.
     """
     deadline = time.monotonic() + budget_s if budget_s is not None else None
-    names = [get_row(r).name for r in rows] if rows is not None else list(ROWS)
-    configs = [run_config(r, profile, s, device=device, **train_overrides) for r in names for s in seeds]
     say = ProgressLog(progress_mode(progress), None)
     data_cache: dict[str, Mapping] = {}
     outcomes: list[RunResult | Exception] = []

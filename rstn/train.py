@@ -525,8 +525,8 @@ def fit(
                                                                 element_clip, bar, deadline)
         except BudgetExhausted:
             # the weights hold part of an epoch: nothing of it is saved, the run resumes from the checkpoint
-            log(f"{prefix}out of time in epoch {epoch}: it is discarded; the checkpoint after epoch "
-                f"{saved.epoch} is kept")
+            kept = f"the checkpoint after epoch {saved.epoch} is kept" if saved.epoch >= 0 else "no epoch is saved yet"
+            log(f"{prefix}out of time in epoch {epoch}: it is discarded; {kept}")
             state.stop_reason = "time_budget"
             if saved.epoch < len(history) - 1:
                 _back_to_checkpoint(state, saved, this_session, start_epoch)

@@ -1,0 +1,170 @@
+"""The CPU queue (`rstn train --cpu-queue`): the runs of `CPU_QUEUE`, planned for the machine it is on.
+
+Machines differ: two 2-core CPUs that both read "AMD EPYC" trained 1.7x apart. At its start the queue
+prints this processor (`rstn.backends.processor_id`) and, for each run not finished yet, its epoch time
+here (from the run's own epochs on this processor, else a few timed training steps) and how far the
+budget takes it. A run that can resume (a local checkpoint or its resume pack) goes first, so that only
+one run is ever in progress and its pack is the one to commit.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rstn.backends import processor_id, resolve_device
+from rstn.checkpoints import PACK_NAME
+from rstn.experiments import CPU_QUEUE, RunConfig, run_config, run_dir, same_config
+from rstn.progress import format_duration
+from rstn.results import RUN_FILE, ResultsError, RunRecord, read_run
+from rstn.runs import checkpoint_path
+
+
+def queue_configs(profile: str = "paper") -> list[RunConfig]:
+    """The resolved configs of `CPU_QUEUE`, in its order."""
+    return [run_config(row, profile, seed) for row, seed in CPU_QUEUE]
+
+
+def _record(config: RunConfig, results_dir: str | Path) -> RunRecord | None:
+    path = run_dir(results_dir, config.profile, config.row, config.seed) / RUN_FILE
+    try:
+        return read_run(path) if path.exists() else None
+    except ResultsError:  # train_run says what is wrong with it
+        return None
+
+
+def can_resume(config: RunConfig, results_dir: str | Path, checkpoint_root: str | Path | None) -> bool:
+    """In progress with the same config, and a checkpoint here or its resume pack to continue from."""
+    record = _record(config, results_dir)
+    folder = run_dir(results_dir, config.profile, config.row, config.seed)
+    return (record is not None and record.status == "running" and same_config(record.config, config.to_dict())
+            and (checkpoint_path(config, checkpoint_root).exists() or (folder / PACK_NAME).exists()))
+
+
+def resumable_first(configs: Sequence[RunConfig], results_dir: str | Path,
+                    checkpoint_root: str | Path | None) -> list[RunConfig]:
+    """`configs` with the runs that can resume moved to the front; the order is otherwise kept."""
+    return sorted(configs, key=lambda c: not can_resume(c, results_dir, checkpoint_root))
+
+
+def epoch_time_here(record: RunRecord | None, processor: str, last: int = 10) -> float | None:
+    """Mean seconds of the run's last `last` epochs trained on `processor` (sessions[].cpu); None if none."""
+    if record is None:
+        return None
+    times = []
+    for session in record.sessions:
+        if session.get("cpu") == processor:
+            first = session.get("first_epoch", 0)
+            times += [h["time_s"] for h in record.history[first:first + session.get("epochs", 0)]]
+    return statistics.fmean(times[-last:]) if times else None
+
+
+def probe_epoch_time(config: RunConfig, device: str | torch.device = "cpu", steps: int = 3) -> float:
+    """An epoch's seconds here, from `steps` timed training steps and one timed evaluation batch of the
+    row's model on random images (after a warm-up step): the train split's batches plus evaluating
+    valid and test."""
+    from rstn.models import build_model
+    from rstn.optim import LasagneRMSprop
+    from rstn.train import DeviceSplit, _element_clip, evaluate, train_epoch
+
+    device = resolve_device(device)
+    train = config.train
+    torch.manual_seed(0)
+    model = build_model(config.model).to(device)
+    if train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = LasagneRMSprop([p for p in model.parameters() if p.requires_grad], lr=train.lr, rho=train.rho,
+                               eps=train.eps)
+    size = config.model.input_size
+    n_eval = train.eval_batch_size
+
+    def split(n: int) -> DeviceSplit:
+        return DeviceSplit(torch.rand(n, size, size, device=device),
+                           torch.randint(0, config.model.n_classes, (n, config.model.steps), device=device))
+
+    def timed(fn: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    warm, steps_split, eval_split = split(train.batch_size), split(steps * train.batch_size), split(n_eval)
+    clip = _element_clip(train, model)
+    model.train()
+    train_epoch(model, optimizer, warm, torch.arange(train.batch_size, device=device), train, clip)
+    per_step = timed(lambda: train_epoch(model, optimizer, steps_split, torch.arange(len(steps_split), device=device),
+                                         train, clip)) / steps
+    model.eval()
+    per_eval = timed(lambda: evaluate(model, eval_split, train)) / n_eval
+    data = config.data
+    return per_step * (data.n_train // train.batch_size) + per_eval * (data.n_valid + data.n_test)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the queue as planned here: where it stands, its epoch time here, how far it gets."""
+
+    config: RunConfig
+    epochs_done: int
+    epochs_left: int  # to the protocol's latest end: max_epochs, or early stopping if that comes sooner
+    epoch_s: float
+    source: str  # where epoch_s comes from
+    reach: int  # epochs done when the budget runs out (epochs_done + epochs_left: the run ends in it)
+
+    def line(self) -> str:
+        c = self.config
+        end = self.epochs_done + self.epochs_left
+        if self.reach >= end:
+            fate = f"ends in the budget (by epoch {end} at the latest)"
+        elif self.reach > self.epochs_done:
+            fate = f"the budget takes it to {self.reach} of at most {end} epochs"
+        else:
+            fate = "not reached"
+        state = f"{self.epochs_done} epochs done" if self.epochs_done else "from epoch 0"
+        return (f"  {c.row}/seed{c.seed}: {state}; {self.epoch_s:.0f} s per epoch here ({self.source}); {fate}")
+
+
+def plan(configs: Sequence[RunConfig], budget_s: float | None, results_dir: str | Path = "results",
+         checkpoint_root: str | Path | None = None, device: str | torch.device = "cpu",
+         probe: Callable[[RunConfig], float] | None = None) -> list[PlannedRun]:
+    """The queue's unfinished runs in order, each with its epoch time here and how far `budget_s` takes it.
+
+    probe: config -> seconds per epoch, where the run has no epochs on this processor (default:
+    `probe_epoch_time`, once per row).
+    """
+    here = processor_id()
+    probed: dict[str, float] = {}
+    planned, left = [], budget_s if budget_s is not None else float("inf")
+    for config in configs:
+        record = _record(config, results_dir)
+        if record is not None and record.finished:
+            continue
+        same = record is not None and same_config(record.config, config.to_dict())
+        epoch_s = epoch_time_here(record, here) if same else None
+        source = "its own epochs on this processor"
+        # a run in progress with neither checkpoint nor pack here starts over
+        history = record.history if same and can_resume(config, results_dir, checkpoint_root) else []
+        if epoch_s is None:
+            if config.row not in probed:
+                probed[config.row] = (probe or (lambda c: probe_epoch_time(c, device)))(config)
+            epoch_s, source = probed[config.row], "timed steps"
+        train = config.train
+        best = record.best_epoch if history and record.best_epoch is not None else None
+        end = min(train.max_epochs, best + train.patience + 1) if best is not None else train.max_epochs
+        done = len(history)
+        affordable = int(left // epoch_s) if epoch_s > 0 else end - done
+        reach = min(end, done + affordable)
+        left = max(0.0, left - (reach - done) * epoch_s)
+        planned.append(PlannedRun(config, done, end - done, epoch_s, source, reach))
+    return planned
+
+
+def describe_plan(planned: Sequence[PlannedRun], budget_s: float | None) -> str:
+    """The lines the queue prints at its start."""
+    budget = format_duration(budget_s) if budget_s is not None else "no budget"
+    head = f"CPU queue on {processor_id()}, {budget}:"
+    return "\n".join([head, *(p.line() for p in planned)] if planned else [head, "  every run is finished"])

@@ -1,0 +1,75 @@
+"""The CPU queue: its order, the processor it plans for, epoch times from a run's own history, the budget."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from rstn.backends import processor_id
+from rstn.checkpoints import PACK_NAME
+from rstn.experiments import CPU_QUEUE, get_row, run_config
+from rstn.queue import describe_plan, epoch_time_here, plan, queue_configs, resumable_first
+from rstn.runs import train_run
+from test_runs import TINY, synthetic_data
+
+
+def test_the_queue_order_is_the_registered_one_with_the_bf16_variant_and_more_seeds():
+    order = [(c.row, c.seed) for c in queue_configs()]
+    assert order == list(CPU_QUEUE)
+    pending = order[3:]  # after the three finished seed-0 rows
+    assert pending[:4] == [("ffn-spn-d3", 0), ("rnn-spn-d2", 0), ("rnn-spn-d4-bf16", 0), ("ffn-spn-d2", 0)]
+    assert pending[4:10] == [(r, s) for r in ("rnn-spn-d2", "rnn-spn-d3", "rnn-spn-d4") for s in (1, 2)]
+    bf16 = run_config("rnn-spn-d4-bf16", "paper")
+    assert bf16.train.bf16 and not run_config("rnn-spn-d4", "paper").train.bf16
+    assert bf16.model == run_config("rnn-spn-d4", "paper").model and get_row("rnn-spn-d4-bf16").group == "ablation"
+
+
+def test_processor_id_tells_apart_what_model_name_does_not(tmp_path):
+    def cpuinfo(family: str, flags: str):
+        path = tmp_path / f"cpuinfo-{family}"
+        path.write_text(f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: 1\n"
+                        f"model name\t: AMD EPYC\nflags\t\t: fpu {flags}\n\nprocessor\t: 1\nvendor_id\t: other\n")
+        return path
+
+    old, new = processor_id(cpuinfo("25", "avx2")), processor_id(cpuinfo("26", "avx2 avx512f avx512_bf16"))
+    assert old == "AuthenticAMD family 25 model 1 (avx2)"
+    assert new == "AuthenticAMD family 26 model 1 (avx2 avx512f avx512_bf16)"
+
+
+def _record(history_times, sessions) -> SimpleNamespace:
+    history = [{"epoch": i, "time_s": t} for i, t in enumerate(history_times)]
+    return SimpleNamespace(history=history, sessions=sessions)
+
+
+def test_epoch_time_comes_from_the_runs_own_epochs_on_this_processor():
+    record = _record([100, 100, 300, 310], [{"cpu": "A", "first_epoch": 0, "epochs": 2},
+                                            {"cpu": "B", "first_epoch": 2, "epochs": 2}])
+    assert epoch_time_here(record, "A") == 100 and epoch_time_here(record, "B") == 305
+    assert epoch_time_here(record, "C") is None and epoch_time_here(None, "A") is None
+
+
+def test_plan_puts_a_resumable_run_first_and_spends_the_budget_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr("rstn.queue.processor_id", lambda: "this cpu")
+    configs = [run_config(r, "smoke", 0, **(TINY | {"max_epochs": 10})) for r in ("ffn-spn-d4", "rnn-spn-d4")]
+    paused = train_run(configs[1], results_dir=tmp_path, progress="none", data=synthetic_data(n=40),
+                       deadline=1e-9)  # no epoch: the run is left in progress with nothing to resume from
+    assert paused.status == "running"
+    assert [c.row for c in resumable_first(configs, tmp_path, None)] == ["ffn-spn-d4", "rnn-spn-d4"]
+    (tmp_path / "smoke" / "rnn-spn-d4" / "seed0" / PACK_NAME).write_bytes(b"a pack")  # now it can resume
+    assert [c.row for c in resumable_first(configs, tmp_path, None)] == ["rnn-spn-d4", "ffn-spn-d4"]
+
+    planned = plan(configs, budget_s=350.0, results_dir=tmp_path, probe=lambda config: 50.0)
+    assert [(p.config.row, p.epoch_s, p.source, p.reach) for p in planned] == [
+        ("ffn-spn-d4", 50.0, "timed steps", 7), ("rnn-spn-d4", 50.0, "timed steps", 0)]
+    text = describe_plan(planned, 350.0)
+    assert text.startswith("CPU queue on this cpu, 5m50s:")
+    assert "ffn-spn-d4/seed0: from epoch 0; 50 s per epoch here (timed steps); the budget takes it to 7 of at " \
+           "most 10 epochs" in text and "rnn-spn-d4/seed0: from epoch 0; 50 s per epoch here (timed steps); " \
+           "not reached" in text
+    assert "ends in the budget" in describe_plan(plan(configs[:1], 1e6, tmp_path, probe=lambda c: 50.0), 1e6)
+
+
+def test_the_cli_queue_refuses_overrides(capsys):
+    from rstn.cli import main
+
+    assert main(["train", "--cpu-queue", "--set", "lr=0.1"]) == 2
+    assert "--set does not apply" in capsys.readouterr().err
