@@ -337,7 +337,8 @@ def _add_table(subparsers) -> None:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from rstn.results import default_table_profile, format_table, load_table, markdown_headline, replace_marked_table
+    from rstn.claims import markdown_report
+    from rstn.results import default_table_profile, format_table, load_table, replace_marked_table
 
     if args.write_readme and args.profile not in (None, "paper"):
         raise ValueError("--write-readme puts the paper profile's table into the README (its marker line says "
@@ -352,12 +353,21 @@ def _cmd_table(args: argparse.Namespace) -> int:
                          + (f"; results exist for --profile {other}" if other != profile else ""))
     if args.write_readme:
         text = args.write_readme.read_text(encoding="utf-8")
-        updated = replace_marked_table(text, markdown_headline(table))
+        updated = replace_marked_table(text, markdown_report(table, args.results_dir))
         args.write_readme.write_text(updated, encoding="utf-8")
         print(f"{args.write_readme}: Table 1 of profile {profile!r} "
               + ("updated" if updated != text else "already up to date"))
         return 0
-    print(markdown_headline(table) if args.markdown else format_table(table))
+    from rstn.results import headline_summary
+
+    print(markdown_report(table, args.results_dir) if args.markdown else
+          headline_summary(table) + "\n\n" + format_table(table))
+    from rstn.results import VARIANT_COLUMNS, markdown_table, variant_rows
+
+    variants = variant_rows(profile, args.results_dir)
+    if variants and not args.markdown:
+        print(f"\nVariants, each beside the row it changes (seed 0, profile {profile!r}):")
+        print(markdown_table(VARIANT_COLUMNS, variants))
     return 0
 
 

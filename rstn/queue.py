@@ -66,14 +66,18 @@ def epoch_time_here(record: RunRecord | None, processor: str, last: int = 10) ->
 
 def probe_epoch_time(config: RunConfig, device: str | torch.device = "cpu", steps: int = 3) -> float:
     """An epoch's seconds here, from `steps` timed training steps and one timed evaluation batch of the
-    row's model on random images (after a warm-up step): the train split's batches plus evaluating
-    valid and test."""
+    row's model on random images (after two warm-up steps): the train split's batches plus evaluating
+    valid and test. Another process on the machine slows it as it slows training."""
+    from rstn.backends import configure_backends, tune_glibc_malloc
     from rstn.models import build_model
     from rstn.optim import LasagneRMSprop
     from rstn.train import DeviceSplit, _element_clip, evaluate, train_epoch
 
     device = resolve_device(device)
     train = config.train
+    configure_backends(train.tf32, train.cudnn_benchmark)  # as `fit` sets them up, so that steps time alike
+    if device.type == "cpu":
+        tune_glibc_malloc()
     torch.manual_seed(0)
     model = build_model(config.model).to(device)
     if train.channels_last:
@@ -92,10 +96,10 @@ def probe_epoch_time(config: RunConfig, device: str | torch.device = "cpu", step
         fn()
         return time.perf_counter() - t0
 
-    warm, steps_split, eval_split = split(train.batch_size), split(steps * train.batch_size), split(n_eval)
+    warm, steps_split, eval_split = split(2 * train.batch_size), split(steps * train.batch_size), split(n_eval)
     clip = _element_clip(train, model)
     model.train()
-    train_epoch(model, optimizer, warm, torch.arange(train.batch_size, device=device), train, clip)
+    train_epoch(model, optimizer, warm, torch.arange(len(warm), device=device), train, clip)  # two warm-up steps
     per_step = timed(lambda: train_epoch(model, optimizer, steps_split, torch.arange(len(steps_split), device=device),
                                          train, clip)) / steps
     model.eval()
@@ -158,7 +162,8 @@ def plan(configs: Sequence[RunConfig], budget_s: float | None, results_dir: str 
         done = len(history)
         affordable = int(left // epoch_s) if epoch_s > 0 else end - done
         reach = min(end, done + affordable)
-        left = max(0.0, left - (reach - done) * epoch_s)
+        # the queue stops at the first run the budget does not see to its end: the rest are not reached
+        left = max(0.0, left - (reach - done) * epoch_s) if reach >= end else 0.0
         planned.append(PlannedRun(config, done, end - done, epoch_s, source, reach))
     return planned
 

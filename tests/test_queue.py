@@ -66,6 +66,8 @@ def test_plan_puts_a_resumable_run_first_and_spends_the_budget_in_order(tmp_path
            "most 10 epochs" in text and "rnn-spn-d4/seed0: from epoch 0; 50 s per epoch here (timed steps); " \
            "not reached" in text
     assert "ends in the budget" in describe_plan(plan(configs[:1], 1e6, tmp_path, probe=lambda c: 50.0), 1e6)
+    cheap_last = plan(configs, budget_s=460.0, results_dir=tmp_path, probe=lambda c: 50.0 if "ffn" in c.row else 1.0)
+    assert [p.reach for p in cheap_last] == [9, 0]  # the queue stops in the first run: none after it starts
 
 
 def test_the_cli_queue_refuses_overrides(capsys):

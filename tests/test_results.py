@@ -141,30 +141,36 @@ def test_headline_rows_show_finished_in_progress_and_missing_rows(tmp_path):
                           config=run_config("ffn-spn-d4", "smoke", seed=0).to_dict())
     write_run(tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / "run.json", running)
     rows = {r[0]: r for r in headline_rows(load_table("smoke", tmp_path))}
-    assert rows["rnn-spn-d4"][4:8] == ["40.00", "+37.70", "finished", "1"]
-    assert rows["ffn-spn-d4"][4:7] == ["40.00", "+34.70", "in progress (best epoch 0)"]
+    # 40 % on 30,000 digits: SE 0.283 points; against the paper's 2.3 % (SE 0.087): 37.70 / 0.296 = 127.5 SE
+    assert rows["rnn-spn-d4"][4:9] == ["40.00 ± 0.28", "+37.70, worse (127.5 SE)", "40.00", "finished", "1"]
+    # one epoch in progress: best so far, marked, and not compared before epoch 32
+    assert rows["ffn-spn-d4"][4:8] == ["40.00 ± 0.28 so far", "—", "40.00", "in progress (best epoch 0)"]
     assert rows["conv-net"][4] == "not run yet (needs a GPU)" == rows["rnn-spn-d1"][4]
     assert rows["rnn-spn-d3"][4] == "not run yet (queued on the CPU)"
     text = markdown_table(HEADLINE_COLUMNS, rows.values())
     assert text.splitlines()[0].startswith("| row | model |") and len(text.splitlines()) == 11
 
 
-def test_headline_summary_counts_rows_and_names_the_largest_gap(tmp_path):
+def test_headline_summary_says_which_rows_match_the_paper_and_what_the_rest_wait_for(tmp_path):
     from rstn.results import headline_summary
 
     write_run(tmp_path / "smoke" / "rnn-spn-d4" / "seed0" / "run.json", make_record())  # 40 % against 2.3 %
+    near = make_record(row="rnn-spn-d3", config=run_config("rnn-spn-d3", "smoke", seed=0).to_dict())
+    near.final["test_error"] = 0.0185  # 1.85 % against 1.8 %: 0.05 points, well within 2 SE (0.22)
+    write_run(tmp_path / "smoke" / "rnn-spn-d3" / "seed0" / "run.json", near)
     running = make_record(row="ffn-spn-d4", status="running", stop_reason=None,
                           config=run_config("ffn-spn-d4", "smoke", seed=0).to_dict())
     write_run(tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / "run.json", running)
     assert headline_summary(load_table("smoke", tmp_path)) == (
-        "1 of 9 rows finished, 1 in progress, 7 without a result; the finished rows are within 37.70 points of "
-        "the paper's error (the largest gap: rnn-spn-d4, +37.70); one seed per row, so the spread between seeds "
-        "is not measured yet.")
+        "Of Table 1's 9 rows, 2 have finished: 1 matches the paper within 2 standard errors of the difference "
+        "(rnn-spn-d3), 0 are better and 1 worse (rnn-spn-d4); 1 is in progress and 6 have no run yet; one seed "
+        "per row, so the standard errors are the test set's alone.")
     second = make_record(seed=1, config=run_config("rnn-spn-d4", "smoke", seed=1).to_dict())
     write_run(tmp_path / "smoke" / "rnn-spn-d4" / "seed1" / "run.json", second)
-    assert headline_summary(load_table("smoke", tmp_path)).endswith("ours is the mean ± std over up to 2 seeds.")
+    assert headline_summary(load_table("smoke", tmp_path)).endswith("up to 2 seeds per row.")
     assert headline_summary(load_table("smoke", tmp_path / "none")) == (
-        "0 of 9 rows finished, 0 in progress, 9 without a result.")
+        "Of Table 1's 9 rows, 0 have finished; 0 are in progress and 9 have no run yet; one seed per row, so the "
+        "standard errors are the test set's alone.")
 
 
 def test_headline_rows_name_a_run_with_no_epoch_yet_and_a_diverged_row(tmp_path):
@@ -193,8 +199,8 @@ def test_runs_with_another_config_than_the_profiles_are_marked(tmp_path):
     table = {r.row: r for r in load_table("smoke", tmp_path)}
     assert table["rnn-spn-d4"].other_config == () and table["ffn-spn-d4"].other_config == (other,)
     rows = {r[0]: r for r in headline_rows(list(table.values()))}
-    assert rows["rnn-spn-d4"][6] == "finished"
-    assert rows["ffn-spn-d4"][6].startswith("finished; another config than the profile's")
+    assert rows["rnn-spn-d4"][7] == "finished"
+    assert rows["ffn-spn-d4"][7].startswith("finished; another config than the profile's")
     line = next(s for s in format_table(list(table.values())).splitlines() if s.startswith("ffn-spn-d4"))
     assert "1 made with another config than the profile's" in line
 
@@ -214,13 +220,15 @@ def test_replace_marked_table_swaps_only_what_lies_between_the_marks():
 
 
 def test_the_readme_shows_table_1_of_the_committed_results():
-    """The README's first table is `rstn table --profile paper --markdown` of results/ as committed
-    (`make notebooks` rewrites it; `rstn table --profile paper --write-readme README.md` alone)."""
-    from rstn.results import markdown_headline, replace_marked_table
+    """The README's results block (verdict, claims, Table 1) is `rstn table --profile paper --markdown` of
+    results/ as committed (`make notebooks` rewrites it; `rstn table --profile paper --write-readme README.md`
+    alone)."""
+    from rstn.claims import markdown_report
+    from rstn.results import replace_marked_table
 
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text(encoding="utf-8")
-    table = markdown_headline(load_table("paper", root / "results"))
+    table = markdown_report(load_table("paper", root / "results"), root / "results")
     assert replace_marked_table(readme, table) == readme, \
         "README's Table 1 is out of date: run `rstn table --profile paper --write-readme README.md`"
 
