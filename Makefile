@@ -3,8 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# torch for machines without a GPU: the CPU build (an unpinned torch pulls GBs of CUDA wheels).
+# torch for machines without a GPU: the CPU build from PyTorch's CPU wheel index (PyPI's torch pulls GBs of
+# CUDA wheels); where that index cannot be reached, from the default index (with a local CPU wheel, or CUDA's).
 TORCH_CPU ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: help install test unit-test replicate notebooks book serve nbval vendor browser-test data table bench train-cpu
 
@@ -30,7 +32,10 @@ $(BIN)/rstn: pyproject.toml
 	@if command -v nvidia-smi >/dev/null 2>&1; then \
 	  echo "GPU found: installing the default (CUDA) torch"; \
 	else \
-	  echo "no GPU: installing the CPU build $(TORCH_CPU)"; $(BIN)/pip install -q "$(TORCH_CPU)"; \
+	  echo "no GPU: installing the CPU build $(TORCH_CPU) from $(TORCH_CPU_INDEX)"; \
+	  $(BIN)/pip install -q --index-url $(TORCH_CPU_INDEX) --timeout 20 --retries 1 "$(TORCH_CPU)" || { \
+	    echo "$(TORCH_CPU_INDEX) is unreachable: $(TORCH_CPU) from the default index instead"; \
+	    $(BIN)/pip install -q "$(TORCH_CPU)"; }; \
 	fi
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null

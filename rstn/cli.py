@@ -53,7 +53,7 @@ def _add_data(subparsers) -> None:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="sequence cache (default: ~/.cache/rstn/sequences)")
     p.add_argument("--out-png", type=Path, default=None,
-                   help="PNG grid of samples (default: results/data/samples-seed<K>.png)")
+                   help="PNG grid of samples (default: _build/data/samples-seed<K>.png, git-ignored)")
     p.add_argument("--split", choices=("train", "valid", "test"), default="train",
                    help="split shown in the PNG")
     p.add_argument("--n-show", type=int, default=16, help="images in the PNG grid (default: %(default)s)")
@@ -66,6 +66,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from rstn.data import cache_path, load_sequences
     from rstn.viz import plot_sequences
 
+    empty = [f"--n-{name} {getattr(args, f'n_{name}')}" for name in ("train", "valid", "test")
+             if getattr(args, f"n_{name}") < 1]
+    if empty:
+        raise ValueError(f"{', '.join(empty)}: every split needs at least one sequence")
+    if args.seed < 0:
+        raise ValueError(f"--seed {args.seed}: the generator seed is an integer >= 0")
+    if args.n_show < 1:
+        raise ValueError(f"--n-show {args.n_show}: show at least one image")
     config = SequenceConfig(n_train=args.n_train, n_valid=args.n_valid, n_test=args.n_test,
                             x_placement=args.x_placement, slope_range=tuple(args.slope_range))
     path = cache_path(config, args.seed, args.cache_dir)
@@ -77,7 +85,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     for name, split in splits.items():
         print(f"{name}: images {split.images.shape} {split.images.dtype}, labels {split.labels.shape}, "
               f"boxes {split.boxes.shape}")
-    out_png = args.out_png or Path("results") / "data" / f"samples-seed{args.seed}.png"
+    out_png = args.out_png or Path("_build") / "data" / f"samples-seed{args.seed}.png"  # git-ignored
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig = plot_sequences(splits[args.split], n=args.n_show)
     fig.savefig(out_png, dpi=100)
@@ -194,8 +202,10 @@ def _add_sweep(subparsers) -> None:
     p = subparsers.add_parser("sweep", help="many runs at once through submitit (one machine, its GPUs, or Slurm)",
                               description="Train rows x seeds through submitit: on this machine in --concurrency "
                                           "lanes (sharing a GPU, or one GPU each with --gpus), or one Slurm job per "
-                                          "run. Each job stops cleanly before --budget; --out packs the results "
-                                          "into one archive that --resume-from continues.")
+                                          "run. A run finished here, of another config, or in progress with nothing "
+                                          "here to resume it from is left alone, saying why. Each job stops cleanly "
+                                          "before --budget; --out packs the results into one archive that "
+                                          "--resume-from continues.")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--row", nargs="+", metavar="ROW", help="row name(s)")
     which.add_argument("--all", action="store_true", help="all nine rows")
@@ -224,33 +234,39 @@ def _add_sweep(subparsers) -> None:
     p.add_argument("--checkpoint-every", type=int, default=5, metavar="N",
                    help="epochs between checkpoints (default: %(default)s; always at the deadline)")
     p.add_argument("--log-dir", type=Path, default=Path("_build/sweep"), help="submitit's job folder")
+    p.add_argument("--summary", type=Path, default=None, metavar="FILE",
+                   help="write the runs' summaries as JSON (status, epochs, test error, peak GPU memory, why kept)")
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="FIELD=VALUE",
-                   help="override TrainConfig fields (part of each run's config)")
+                   help="override TrainConfig fields (part of each run's config), e.g. bf16=true: the row in bf16, "
+                        "a named deviation kept in the row's own folder")
     p.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    import json
+
     from rstn import sweep
-    from rstn.progress import parse_duration
+    from rstn.progress import counted, parse_duration
 
     budget_s = parse_duration(args.budget) if args.budget is not None else None
     if args.resume_from is not None:
         manifest = sweep.unpack(args.resume_from, args.results_dir, args.checkpoint_dir)
         print(f"rstn sweep: unpacked {args.resume_from}: {len(manifest.get('checkpoints', []))} checkpoints"
-              + (f"; left out then (those runs start over): {', '.join(manifest['left_out'])}"
-                 if manifest.get("left_out") else "")
-              + (f"; kept as they were (further on here): {', '.join(manifest['kept'])}" if manifest["kept"] else ""),
-              file=sys.stderr)
+              + (f"; left out then: {', '.join(manifest['left_out'])}" if manifest.get("left_out") else "")
+              + _kept_text(manifest), file=sys.stderr)
     overrides = _parse_overrides(args.overrides)
     pack_every_s = parse_duration(args.pack_every)
     rows = None if args.all else args.row
-    configs = sweep.plan(rows, args.profile, args.seeds, 1, args.device, **overrides).configs
+    # the archive carries the runs this sweep trains, never the records it leaves alone
+    configs = sweep.plan(rows, args.profile, args.seeds, 1, args.device, results_dir=args.results_dir,
+                         checkpoint_root=args.checkpoint_dir, **overrides).trained
 
     def pack(final: bool) -> None:
         archive = args.out / f"sweep-{args.profile}.tar.gz"
         manifest = sweep.pack(archive, configs, args.results_dir, args.checkpoint_dir)
         print(f"rstn sweep: wrote {archive} ({archive.stat().st_size / 2**20:.1f} MiB, "
-              f"{len(manifest['checkpoints'])} checkpoints" + ("" if final else ", so far")
+              f"{counted(len(manifest['weights']), 'weights file')}, "
+              f"{counted(len(manifest['checkpoints']), 'checkpoint')}" + ("" if final else ", so far")
               + (f"; left out: {', '.join(manifest['left_out'])}" if manifest["left_out"] else "") + ")",
               file=sys.stderr)
 
@@ -274,13 +290,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise
     if args.out is not None:
         pack(final=True)
+    if args.summary is not None:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(json.dumps(summaries, indent=1) + "\n")
     return 1 if any(s["status"] in ("diverged", "failed") for s in summaries) else 0
 
 
 def _add_unpack(subparsers) -> None:
     p = subparsers.add_parser("unpack", help="put a sweep's archive back: results/ and the checkpoints",
                               description="Unpack an archive written by `rstn sweep --out` into the results "
-                                          "folder (run.json, train.log, attention.npz) and the checkpoint folder.")
+                                          "folder (run.json, train.log, attention.npz, weights) and the checkpoint "
+                                          "folder. A record here of another config (bf16 aside), finished, or in "
+                                          "progress at least as far on as an unfinished incoming run is kept, "
+                                          "saying why.")
     p.add_argument("archive", type=Path)
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="(default: %(default)s)")
     p.add_argument("--checkpoint-dir", type=Path, default=None, help="(default: as rstn train)")
@@ -290,11 +312,24 @@ def _add_unpack(subparsers) -> None:
 def _cmd_unpack(args: argparse.Namespace) -> int:
     from rstn.sweep import unpack
 
+    from rstn.progress import counted
+
     manifest = unpack(args.archive, args.results_dir, args.checkpoint_dir)
-    print(f"unpacked {args.archive} into {args.results_dir}: {len(manifest.get('checkpoints', []))} checkpoints"
+    print(f"unpacked {args.archive} into {args.results_dir}: "
+          f"{counted(len(manifest.get('weights', [])), 'weights file')}, "
+          f"{counted(len(manifest.get('checkpoints', [])), 'checkpoint')}"
           + (f"; not in it: {', '.join(manifest['left_out'])}" if manifest.get("left_out") else "")
-          + (f"; kept as they were (further on here): {', '.join(manifest['kept'])}" if manifest["kept"] else ""))
+          + _kept_text(manifest))
     return 0
+
+
+def _kept_text(manifest: dict) -> str:
+    """'; kept as they were: RUN (why); ...' for the runs `rstn.sweep.unpack` left as they were."""
+    if not manifest["kept"]:
+        return ""
+    why = manifest.get("why", {})
+    return "; kept as they were: " + "; ".join(f"{run} ({why[run]})" if run in why else run
+                                                 for run in manifest["kept"])
 
 
 def _add_carry(subparsers) -> None:
@@ -443,12 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     from rstn.book import NotebookError
+    from rstn.mnist import MnistUnavailableError
     from rstn.runs import ConfigChangedError, RunInProgressError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, RunInProgressError, ConfigChangedError, FileNotFoundError, NotebookError) as err:
+    except (ValueError, RunInProgressError, ConfigChangedError, FileNotFoundError, NotebookError,
+            MnistUnavailableError) as err:
         if os.environ.get("RSTN_DEBUG"):
             raise
         print(f"rstn {args.command}: error: {err}", file=sys.stderr)

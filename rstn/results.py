@@ -158,7 +158,8 @@ class RunRecord:
             raise ResultsError(f"{source} is not readable JSON ({err}): restore it from git, or retrain the "
                                "row with --force") from None
         if not isinstance(raw, dict):
-            raise ResultsError(f"{source} is not a valid run record: the top level is a {type(raw).__name__}")
+            raise ResultsError(f"{source} is not a valid run record: the top level is a {type(raw).__name__}, not an "
+                               "object (restore the file from git, or retrain the row with --force)")
         names = {f.name for f in dataclasses.fields(cls)}
         required = {f.name for f in dataclasses.fields(cls)
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
@@ -469,7 +470,8 @@ def run_facts_rows(runs: Iterable[RunRecord]) -> list[list[str]]:
     """What each run recorded about itself, one row of text per run (chapter 4's run facts).
 
     The commit is the last session's; `+` marks uncommitted changes, and `(n commits)` a run resumed
-    across several. The device names the processors its sessions recorded (older records lack them).
+    across several. The device names the processors its sessions recorded (`processor_id`, or the model
+    name in older records; the oldest lack both).
     """
     rows = []
     for r in runs:
@@ -480,7 +482,8 @@ def run_facts_rows(runs: Iterable[RunRecord]) -> list[list[str]]:
         error = "-" if r.test_error is None else f"{100 * r.test_error:.2f}"
         best = "-" if r.best_epoch is None else str(r.best_epoch)
         stopped = {None: "(training)", "time_budget": "time budget (paused)"}.get(r.stop_reason, r.stop_reason)
-        processors = sorted({s["processor"] for s in r.sessions if s.get("processor")})
+        # the precise processor id where a session recorded it, else its model name
+        processors = sorted({s.get("cpu") or s["processor"] for s in r.sessions if s.get("cpu") or s.get("processor")})
         device = "; ".join([r.device, *processors])
         rows.append([f"{r.row} / {r.seed}", r.status, f"{r.epochs_run} ({best})", stopped, error,
                      format_duration(r.wall_time_s), device, commit])

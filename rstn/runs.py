@@ -257,6 +257,8 @@ def train_run(
         from rstn.models import build_model
     torch.manual_seed(config.seed)  # model initialisation
     model = build_model(config.model)
+    # the splits now (a lazy mapping loads here): a missing MNIST fails before any folder is made
+    data = {name: data[name] for name in ("train", "valid", "test")}
     out_dir.mkdir(parents=True, exist_ok=True)
     if start is None:  # the checkpoint too: a run that diverges before its first one must not read another's
         for stale in (record_path, out_dir / ATTENTION_NAME, out_dir / LOG_NAME, out_dir / WEIGHTS_NAME, pack_path,

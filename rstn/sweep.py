@@ -1,18 +1,25 @@
 """Many runs at once through submitit: several jobs on one machine (one GPU shared, or one GPU each), or
 a Slurm cluster; deadlines; results that travel in one archive.
 
-A sweep is (row x seed) runs of one profile. On a machine (`executor="local"`), the runs are dealt into
-`concurrency` lanes, balanced by their cost per epoch, and each lane is one submitit job that trains its
-runs one after another (`rstn.runs.train_all`); with `gpus` > 1 the lanes take the GPUs in turn. On Slurm
-(`executor="slurm"`) every run is its own job and Slurm schedules them. The data are generated once, before
-anything is submitted, into the disk cache that every job then only reads.
+A sweep is (row x seed) runs of one profile. Runs whose record here must not be touched are left out and
+say why (`why_not_train`): finished, of another config, or in progress with nothing here to resume it
+from (training it would start it over: a GPU must never replace a CPU record that got further). On a
+machine (`executor="local"`), the other runs are dealt into `concurrency` lanes, balanced by their cost
+per epoch, and each lane is one submitit job that trains its runs one after another; with `gpus` > 1
+the lanes take the GPUs in turn. On Slurm (`executor="slurm"`) every run is its own job and Slurm
+schedules them. The data are generated once, before anything is submitted, into the disk cache that
+every job then only reads.
 
 With a deadline (wall-clock, `time.time()`), each job stops cleanly at an epoch boundary before it: the
 run's run.json says status "running", stop_reason "time_budget". `pack` puts the results (run.json,
-train.log, attention.npz) and, where they fit, the checkpoints of unfinished runs into one .tar.gz under
-a size limit (16 MiB: what a device call can give back), with a manifest of what was left out; `unpack`
-puts them back, and a later sweep with resume=True continues every run whose checkpoint travelled (the
-others start over, and say so).
+train.log, attention.npz), the weights of finished runs and the checkpoints of unfinished ones, where
+they fit, into one .tar.gz under a size limit (16 MiB: what a device call can give back), with a
+manifest of what was left out; `unpack` puts them back without replacing a record that got further
+(`keep_reason`), and a later sweep continues every run whose checkpoint travelled.
+
+bf16 is a named deviation, not another experiment: a run that differs from its row's profile only in
+`train.bf16` (`bf16_deviation`) is that row in bf16, in the row's own folder, and `unpack` weighs it
+against a float32 record of the row by progress alone.
 """
 
 from __future__ import annotations
@@ -22,13 +29,27 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from rstn.experiments import ROWS, RunConfig, get_row, run_config, run_dir, same_config
-from rstn.results import RUN_FILE
+from rstn.checkpoints import PACK_NAME
+from rstn.experiments import (
+    ROWS,
+    RegistryError,
+    RunConfig,
+    config_differences,
+    describe_differences,
+    get_row,
+    run_config,
+    run_dir,
+    same_config,
+)
+from rstn.progress import counted
+from rstn.results import RUN_FILE, ResultsError, RunRecord, read_run
 from rstn.train import ATTENTION_NAME, CHECKPOINT_NAME, LOG_NAME
+from rstn.weights import WEIGHTS_NAME
 
 ARCHIVE_LIMIT = 16 * 2**20  # bytes: the largest file a device call gives back
 MANIFEST_NAME = "manifest.json"
@@ -43,28 +64,110 @@ def cost(row: str) -> float:
     return COST[row] if row in COST else COST[get_row(row).compare_with]
 
 
+BF16_FIELD = "train.bf16"  # the one config field whose difference is a named deviation, not another run
+
+
+def differences_but_bf16(old: Mapping, new: Mapping) -> list[tuple[str, Any, Any]]:
+    """`config_differences` of two RunConfig dicts, train.bf16 left out: what makes them two experiments
+    rather than one row in two precisions."""
+    return [d for d in config_differences(old, new) if d[0] != BF16_FIELD]
+
+
+def bf16_deviation(config: Mapping) -> bool:
+    """Is a record's config (run.json's) its row's profile config as the registry gives it today, in bf16
+    autocast: train.bf16 true where the row and profile say false, every other field the same?
+
+    Such a run is that row in bf16 (a GPU window trains the heavy rows so), kept in the row's own folder;
+    the table labels it "bf16 (deviation)" rather than "another config". False for a variant whose row
+    sets bf16 itself (rnn-spn-d4-bf16: its profile config) and for a config that is not a run's.
+    """
+    try:
+        today = run_config(config["row"], config["profile"], seed=config["seed"]).to_dict()
+    except (KeyError, TypeError, RegistryError):
+        return False
+    return config_differences(today, config) == [(BF16_FIELD, False, True)]
+
+
+def resume_source(config: RunConfig, results_dir: str | Path, checkpoint_root: str | Path | None = None
+                  ) -> Path | None:
+    """The file a run in progress would resume from on this machine: its checkpoint, else its resume pack
+    beside run.json (`rstn.runs.train_run` checks either's config); None when neither is here."""
+    from rstn.runs import checkpoint_path
+
+    pack = run_dir(results_dir, config.profile, config.row, config.seed) / PACK_NAME
+    return next((p for p in (checkpoint_path(config, checkpoint_root), pack) if p.exists()), None)
+
+
+def why_not_train(config: RunConfig, results_dir: str | Path, checkpoint_root: str | Path | None = None
+                  ) -> str | None:
+    """Why a sweep leaves a run alone, in a few words, or None to train it.
+
+    Left alone: a run finished here; a record of another config (`train_run` keeps it; bf16 counts:
+    the row in float32 is not resumed in bf16); an unreadable record; a run in progress with neither its
+    checkpoint nor its resume pack here, which training would start over and so lose its epochs (a CPU
+    row on the GPU machine, say). Trained: no record, a run that can resume, a diverged run, or one in
+    progress without a finished epoch.
+    """
+    path = run_dir(results_dir, config.profile, config.row, config.seed) / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        record = read_run(path)
+    except ResultsError as err:
+        return f"its record is unreadable ({err})"
+    epochs = counted(record.epochs_run, "epoch")
+    changes = config_differences(record.config, config.to_dict())
+    if changes:
+        return (f"its record ({record.status}, {epochs}) is of another config ({describe_differences(changes)}); "
+                "`rstn train --force` replaces it")
+    if record.finished:
+        return f"finished ({epochs}, test error {100 * record.test_error:.2f}%)"
+    if record.status == "running" and record.epochs_run and resume_source(config, results_dir, checkpoint_root) is None:
+        return (f"in progress ({epochs}) with neither its checkpoint nor its resume pack here: training it would "
+                "start it over")
+    return None
+
+
 @dataclass(frozen=True)
 class SweepPlan:
-    """The runs of a sweep and how they are dealt: lanes[i] is the list of runs job i trains in order."""
+    """The runs of a sweep and how they are dealt: lanes[i] is the list of runs job i trains in order;
+    kept: the runs left alone, each with why (`why_not_train`)."""
 
     configs: tuple[RunConfig, ...]
     lanes: tuple[tuple[RunConfig, ...], ...]
+    kept: tuple[tuple[RunConfig, str], ...] = ()
+
+    @property
+    def trained(self) -> tuple[RunConfig, ...]:
+        """The runs the lanes train, in the order of `configs`."""
+        dealt = {id(c) for lane in self.lanes for c in lane}
+        return tuple(c for c in self.configs if id(c) in dealt)
 
 
 def plan(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], concurrency: int,
-         device: str | None = None, **train_overrides) -> SweepPlan:
-    """Resolve the runs and deal them into `concurrency` lanes of about equal cost (largest first)."""
+         device: str | None = None, *, results_dir: str | Path | None = None,
+         checkpoint_root: str | Path | None = None, **train_overrides) -> SweepPlan:
+    """Resolve the runs and deal them into `concurrency` lanes of about equal cost (largest first).
+
+    With `results_dir`, the runs `why_not_train` names are left out of the lanes (`SweepPlan.kept`);
+    without it every run is dealt.
+    """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     names = [get_row(r).name for r in rows] if rows is not None else list(ROWS)
     configs = [run_config(r, profile, s, device=device, **train_overrides) for s in seeds for r in names]
-    lanes: list[list[RunConfig]] = [[] for _ in range(min(concurrency, len(configs)))]
+    kept = []
+    if results_dir is not None:
+        kept = [(c, why) for c in configs if (why := why_not_train(c, results_dir, checkpoint_root)) is not None]
+    skip = {id(c) for c, _ in kept}
+    todo = [c for c in configs if id(c) not in skip]
+    lanes: list[list[RunConfig]] = [[] for _ in range(min(concurrency, len(todo)))]
     load = [0.0] * len(lanes)
-    for config in sorted(configs, key=lambda c: -cost(c.row)):
+    for config in sorted(todo, key=lambda c: -cost(c.row)):
         i = load.index(min(load))
         lanes[i].append(config)
         load[i] += cost(config.row)
-    return SweepPlan(tuple(configs), tuple(tuple(lane) for lane in lanes))
+    return SweepPlan(tuple(configs), tuple(tuple(lane) for lane in lanes), tuple(kept))
 
 
 def run_lane(configs: Sequence[RunConfig], results_dir: str, checkpoint_root: str | None, device: str | None,
@@ -72,8 +175,9 @@ def run_lane(configs: Sequence[RunConfig], results_dir: str, checkpoint_root: st
     """One job: train `configs` in order until done or out of time (the body submitit runs).
 
     deadline: wall-clock seconds (`time.time()`), turned into this process's monotonic clock.
-    Returns one summary per run: {row, seed, threads, status[, epochs, test_error | error]}; a run that
-    raises is "failed" and the lane goes on with the next.
+    Returns one summary per run: {row, seed, threads, status[, epochs, test_error | error][,
+    peak_memory_gib]}: peak_memory_gib, on CUDA, is the most memory this process's tensors held during the
+    run (`torch.cuda.max_memory_allocated`). A run that raises is "failed" and the lane goes on.
     """
     import traceback
 
@@ -82,6 +186,7 @@ def run_lane(configs: Sequence[RunConfig], results_dir: str, checkpoint_root: st
     from rstn.runs import train_run
     from rstn.train import NonFiniteLossError
 
+    cuda = torch.cuda.is_available() and torch.device(device or "cuda").type == "cuda"
     summaries = []
     for config in configs:
         summary = {"row": config.row, "seed": config.seed, "threads": torch.get_num_threads()}
@@ -89,36 +194,33 @@ def run_lane(configs: Sequence[RunConfig], results_dir: str, checkpoint_root: st
         if left is not None and left <= 0:
             summaries.append(summary | {"status": "not started"})
             continue
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         try:
             result = train_run(config, results_dir=results_dir, checkpoint_root=checkpoint_root, device=device,
                                resume=resume, deadline=None if left is None else time.monotonic() + left,
                                checkpoint_every=checkpoint_every, progress="text")
+            summary |= {"status": result.status, "epochs": result.record.epochs_run, "test_error": result.test_error}
         except NonFiniteLossError:
-            summaries.append(summary | {"status": "diverged"})
-            continue
+            summary |= {"status": "diverged"}
         except Exception as error:  # noqa: BLE001 (one run's failure, e.g. out of memory, must not end the lane)
             traceback.print_exc()  # into the job's log
-            summaries.append(summary | {"status": "failed", "error": f"{type(error).__name__}: {error}"})
-            continue
-        summaries.append(summary | {"status": result.status, "epochs": result.record.epochs_run,
-                                    "test_error": result.test_error})
+            summary |= {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+        if cuda:
+            summary["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        summaries.append(summary)
     return summaries
 
 
 def in_progress_first(lane: Sequence[RunConfig], results_dir: str | Path,
                       checkpoint_root: str | Path | None) -> tuple[RunConfig, ...]:
-    """`lane` with the runs that can resume (a run.json in progress and its checkpoint) moved to the front,
-    so that a deadline spends the time on them first; the order is otherwise kept."""
-    from rstn.results import ResultsError, read_run
-    from rstn.runs import checkpoint_dir
-
-    root = Path(checkpoint_root) if checkpoint_root is not None else checkpoint_dir()
-
+    """`lane` with the runs that can resume (a run.json in progress and its checkpoint or resume pack) moved
+    to the front, so that a deadline spends the time on them first; the order is otherwise kept."""
     def resumable(config: RunConfig) -> bool:
         record = run_dir(results_dir, config.profile, config.row, config.seed) / RUN_FILE
-        checkpoint = run_dir(root, config.profile, config.row, config.seed) / CHECKPOINT_NAME
         try:
-            return checkpoint.exists() and record.exists() and read_run(record).status == "running"
+            return (resume_source(config, results_dir, checkpoint_root) is not None and record.exists()
+                    and read_run(record).status == "running")
         except (ResultsError, OSError):  # an unreadable record: train_run says what is wrong with it
             return False
 
@@ -199,14 +301,18 @@ def sweep(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], *, exe
         while_waiting: called every `wait_interval_s` seconds until the jobs are done (e.g. to pack what
             they have written so far; an exception in it is printed, not raised).
 
+    Runs that `why_not_train` names are not trained: their summary says status "kept" and the reason.
     A job that fails as a whole (not one run: `run_lane` catches those) gives its runs the status "failed";
     the other jobs' summaries are returned as usual.
     """
     deadline = time.time() + budget_s if budget_s is not None else None
     gpus = default_gpus(executor, device) if gpus is None else gpus
-    the_plan = plan(rows, profile, seeds, 1 if executor == "slurm" else concurrency, device, **train_overrides)
-    prepare_data(the_plan.configs)
-    lanes = [(c,) for c in the_plan.configs] if executor == "slurm" else the_plan.lanes
+    the_plan = plan(rows, profile, seeds, 1 if executor == "slurm" else concurrency, device,
+                    results_dir=results_dir, checkpoint_root=checkpoint_root, **train_overrides)
+    for config, why in the_plan.kept:
+        print(f"sweep: not trained: {config.row}/seed{config.seed}: {why}", flush=True)
+    prepare_data(the_plan.trained)
+    lanes = [(c,) for c in the_plan.trained] if executor == "slurm" else the_plan.lanes
     if resume:
         lanes = [in_progress_first(lane, results_dir, checkpoint_root) for lane in lanes]
     timeout_min = (budget_s / 60 + 5) if budget_s is not None else 60 * 24 * 3
@@ -231,7 +337,7 @@ def sweep(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], *, exe
                 while_waiting()
             except Exception as error:  # noqa: BLE001 (the jobs matter more than an interim report)
                 print(f"sweep: while waiting: {type(error).__name__}: {error}", flush=True)
-    summaries = []
+    summaries = [{"row": c.row, "seed": c.seed, "status": "kept", "reason": why} for c, why in the_plan.kept]
     for job, lane in zip(jobs, lanes):
         try:
             summaries += job.result()
@@ -241,18 +347,17 @@ def sweep(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], *, exe
                                                   + (lines[-1] if lines else ""))
     for s in summaries:
         error = "" if s.get("test_error") is None else f", test error {100 * s['test_error']:.2f}%"
-        if "error" in s:
-            error = f": {s['error']}"
+        if "error" in s or "reason" in s:
+            error = f": {s.get('error') or s['reason']}"
+        memory = f", peak GPU memory {s['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in s else ""
         print(f"sweep: {s['row']}/seed{s['seed']}: {s['status']}"
-              + (f" after {s['epochs']} epochs" if "epochs" in s else "") + error, flush=True)
+              + (f" after {s['epochs']} epochs" if "epochs" in s else "") + error + memory, flush=True)
     return summaries
 
 
 def _summaries_of_failed_job(lane: Sequence[RunConfig], results_dir: str | Path, message: str) -> list[dict]:
     """A job that died as a whole (killed, out of host memory): its runs as their run.json last said, and
     "failed" with `message` for the ones that had not finished."""
-    from rstn.results import ResultsError, read_run
-
     summaries = []
     for config in lane:
         summary = {"row": config.row, "seed": config.seed, "status": "failed", "error": message}
@@ -269,44 +374,51 @@ def _summaries_of_failed_job(lane: Sequence[RunConfig], results_dir: str | Path,
 
 def pack(archive: str | Path, configs: Iterable[RunConfig], results_dir: str | Path = "results",
          checkpoint_root: str | Path | None = None, limit: int = ARCHIVE_LIMIT) -> dict:
-    """Write results (and checkpoints of unfinished runs where they fit) to one .tar.gz under `limit` bytes.
+    """Write results, and where they fit the weights of finished runs and the checkpoints of unfinished
+    ones, to one .tar.gz under `limit` bytes.
 
-    Layout inside: results/<profile>/<row>/seed<k>/{run.json, train.log, attention.npz},
-    checkpoints/<profile>/<row>/seed<k>/checkpoint.pt, manifest.json ({"checkpoints": [...],
-    "left_out": [...], "limit": ...}). Checkpoints are taken smallest first while the archive stays under
-    the limit (they are float weights and barely compress).
+    Layout inside: results/<profile>/<row>/seed<k>/{run.json, train.log, attention.npz[,
+    weights.safetensors]}, checkpoints/<profile>/<row>/seed<k>/checkpoint.pt, manifest.json ({"weights":
+    [...], "checkpoints": [...], "left_out": [...], "limit": ...}). Weights (float16: a finished run's
+    product) are taken first, then checkpoints, smallest first each, while the archive stays under the
+    limit (float tensors barely compress). A run's resume pack stays behind: its checkpoint is the exact
+    state, and a pack is as large as the weights it continues.
 
     Returns:
         the manifest.
     """
-    from rstn.results import read_run
     from rstn.runs import checkpoint_dir
 
     checkpoint_root = Path(checkpoint_root) if checkpoint_root is not None else checkpoint_dir()
     archive = Path(archive)
     archive.parent.mkdir(parents=True, exist_ok=True)
-    members, candidates = [], []
+    members, weights, checkpoints = [], [], []
     for config in configs:
         folder = run_dir(results_dir, config.profile, config.row, config.seed)
         if not (folder / RUN_FILE).exists():
             continue
+        run = f"{config.profile}/{config.row}/seed{config.seed}"
         for name in (RUN_FILE, LOG_NAME, ATTENTION_NAME):
             if (folder / name).exists():
-                members.append((folder / name, f"results/{config.profile}/{config.row}/seed{config.seed}/{name}"))
+                members.append((folder / name, f"results/{run}/{name}"))
+        finished = read_run(folder / RUN_FILE).finished
         ckpt = run_dir(checkpoint_root, config.profile, config.row, config.seed) / CHECKPOINT_NAME
-        if ckpt.exists() and not read_run(folder / RUN_FILE).finished:
-            candidates.append((ckpt, f"checkpoints/{config.profile}/{config.row}/seed{config.seed}/{CHECKPOINT_NAME}"))
+        if finished and (folder / WEIGHTS_NAME).exists():
+            weights.append((folder / WEIGHTS_NAME, f"results/{run}/{WEIGHTS_NAME}"))
+        elif not finished and ckpt.exists():
+            checkpoints.append((ckpt, f"checkpoints/{run}/{CHECKPOINT_NAME}"))
     # results compress well; leave a margin of 1 MiB for them, the manifest and tar's headers
     room = limit - 2**20 - sum(path.stat().st_size for path, _ in members) // 3
-    manifest = {"limit": limit, "checkpoints": [], "left_out": []}
-    for path, name in sorted(candidates, key=lambda pc: pc[0].stat().st_size):
-        size = path.stat().st_size
-        if size <= room:
-            members.append((path, name))
-            manifest["checkpoints"].append(name)
-            room -= size
-        else:
-            manifest["left_out"].append(f"{name} ({size / 2**20:.1f} MiB)")
+    manifest = {"limit": limit, "weights": [], "checkpoints": [], "left_out": []}
+    for kind, files in (("weights", weights), ("checkpoints", checkpoints)):
+        for path, name in sorted(files, key=lambda pc: pc[0].stat().st_size):
+            size = path.stat().st_size
+            if size <= room:
+                members.append((path, name))
+                manifest[kind].append(name)
+                room -= size
+            else:
+                manifest["left_out"].append(f"{name} ({size / 2**20:.1f} MiB)")
     tmp = archive.with_name(archive.name + ".tmp")
     with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
         for path, name in members:
@@ -327,23 +439,43 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> No
     tar.addfile(info, io.BytesIO(data))
 
 
-def _progress(record) -> tuple[bool, int]:
-    """How far a run got, for comparing two records of it: finished beats running, then more epochs."""
-    return (record.finished, record.epochs_run)
+def keep_reason(mine: RunRecord, incoming: RunRecord) -> str | None:
+    """Why `unpack` keeps the record here (`mine`) rather than the archive's of the same run, or None to
+    take the archive's.
+
+    Kept: a record of another config (bf16 aside: the row in another precision is the same experiment),
+    a finished one, one in progress at least as far on as an unfinished incoming run (with or without a
+    checkpoint here: a GPU restart of a CPU run never replaces it), or any record against a diverged
+    incoming run. A record here that diverged is replaced.
+    """
+    here = f"{mine.status}, {counted(mine.epochs_run, 'epoch')}"
+    there = f"{incoming.status}, {counted(incoming.epochs_run, 'epoch')}"
+    changes = differences_but_bf16(mine.config, incoming.config)
+    if changes:
+        return f"here {here}; the archive's ({there}) is of another config ({describe_differences(changes)})"
+    if mine.finished:
+        return f"finished here ({counted(mine.epochs_run, 'epoch')}); the archive's: {there}"
+    if incoming.status == "diverged":
+        return f"here {here}; the archive's run diverged ({incoming.error})"
+    if mine.status == "running" and not incoming.finished and mine.epochs_run >= incoming.epochs_run:
+        return f"here {here}; the archive's ({there}) got no further"
+    return None
 
 
 def unpack(archive: str | Path, results_dir: str | Path = "results",
            checkpoint_root: str | Path | None = None) -> dict:
     """Put an archive of `pack` back: results under `results_dir`, checkpoints under `checkpoint_root`.
 
-    A run whose record here got further than the archive's (finished, or more epochs with its checkpoint
-    here to resume from: e.g. trained on meanwhile by another machine) is kept as it is, with its
-    checkpoint; the manifest returned lists those runs under "kept".
+    A run whose record here `keep_reason` keeps is left as it is, with its files and checkpoint; the
+    manifest returned lists those runs under "kept" (<profile>/<row>/seed<k>) and why under "why". A
+    run the archive replaces loses the files of its old record that the archive does not bring
+    (train.log, attention.npz, weights.safetensors; its resume pack too unless the incoming run is the
+    same config still in progress, which the pack can continue); a local checkpoint is left for
+    `train_run`, which checks its config.
 
     Returns:
         the manifest. Raises ValueError on a member outside those two folders.
     """
-    from rstn.results import RunRecord, read_run
     from rstn.runs import checkpoint_dir
 
     checkpoint_root = Path(checkpoint_root) if checkpoint_root is not None else checkpoint_dir()
@@ -351,32 +483,53 @@ def unpack(archive: str | Path, results_dir: str | Path = "results",
     manifest: dict = {}
     with tarfile.open(archive, "r:gz") as tar:
         members = tar.getmembers()
+        runs: dict[str, list[tarfile.TarInfo]] = {}  # <profile>/<row>/seed<k> -> its members
         for member in members:
             top, _, rest = member.name.partition("/")
-            if member.name != MANIFEST_NAME and (top not in roots or not member.isfile() or ".." in Path(rest).parts
-                                                 or Path(rest).is_absolute()):
-                raise ValueError(f"{archive}: unexpected member {member.name!r}")
-        kept = set()  # <profile>/<row>/seed<k> of the runs whose record here is further on
-        for member in members:
-            top, _, rest = member.name.partition("/")
-            here = roots["results"] / rest
-            if top == "results" and here.name == RUN_FILE and here.exists():
-                incoming, mine = RunRecord.from_json(tar.extractfile(member).read().decode()), read_run(here)
-                resumable = (roots["checkpoints"] / Path(rest).parent / CHECKPOINT_NAME).exists()
-                if (mine.finished or resumable) and _progress(mine) > _progress(incoming):
-                    kept.add(str(Path(rest).parent))
-        for member in members:
             if member.name == MANIFEST_NAME:
                 manifest = json.load(tar.extractfile(member))
                 continue
-            top, _, rest = member.name.partition("/")
-            if str(Path(rest).parent) in kept:
+            if top not in roots or not member.isfile() or ".." in Path(rest).parts or Path(rest).is_absolute():
+                raise ValueError(f"{archive}: unexpected member {member.name!r}")
+            runs.setdefault(str(Path(rest).parent), []).append(member)
+        kept, replaced = {}, {}
+        names = {member.name for member in members}
+        for run in runs:
+            here = roots["results"] / run / RUN_FILE
+            name = f"results/{run}/{RUN_FILE}"
+            if not here.exists() or name not in names:
                 continue
-            target = roots[top] / rest
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(member) as source:
-                tmp = target.with_name(target.name + ".tmp")
-                tmp.write_bytes(source.read())
-                tmp.replace(target)
-    manifest["kept"] = sorted(kept)
+            incoming = RunRecord.from_json(tar.extractfile(name).read().decode(), f"{archive}:{name}")
+            try:
+                mine = read_run(here)
+            except ResultsError:  # an unreadable record is no result to keep
+                continue
+            why = keep_reason(mine, incoming)
+            if why is not None:
+                kept[run] = why
+            else:
+                replaced[run] = (mine, incoming)
+        for run, run_members in runs.items():
+            if run in kept:
+                continue
+            if run in replaced:
+                _clear_replaced(roots["results"] / run, {Path(m.name).name for m in run_members}, *replaced[run])
+            for member in run_members:
+                top, _, rest = member.name.partition("/")
+                target = roots[top] / rest
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(member) as source:
+                    tmp = target.with_name(f".{target.name}.tmp")  # git-ignored: results/**/.*.tmp*
+                    tmp.write_bytes(source.read())
+                    tmp.replace(target)
+    manifest["kept"], manifest["why"] = sorted(kept), kept
     return manifest
+
+
+def _clear_replaced(folder: Path, brought: set[str], mine: RunRecord, incoming: RunRecord) -> None:
+    """Remove the files of the record that an incoming run replaces, which the archive does not bring."""
+    stale = {LOG_NAME, ATTENTION_NAME, WEIGHTS_NAME} - brought
+    if not (incoming.status == "running" and same_config(mine.config, incoming.config)):
+        stale.add(PACK_NAME)  # the pack continues the old record's config only
+    for name in stale:
+        (folder / name).unlink(missing_ok=True)

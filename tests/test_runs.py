@@ -233,6 +233,7 @@ def test_cli_smoke_run_end_to_end(mnist_file, tmp_path, capsys):
      "max_epochs='abc': max_epochs must be an integer"),
     (["train", "--row", "rnn-spn-d2", "--profile", "smoke", "--budget", "soon"], "cannot read the duration 'soon'"),
     (["table", "--profile", "paper"], "no runs under"),
+    (["train", "--row", "rnn-spn-d4", "--profile", "smoke", "--seed", "-1"], "seed -1: a training seed is an integer >= 0"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
     from rstn.cli import main
@@ -268,3 +269,34 @@ def test_cli_truncated_mnist_names_the_file_and_the_fix(tmp_path, capsys, mnist_
         assert str(broken) in err and err.count(": error: ") == 1 and "Traceback" not in err
         assert "fetches it again" in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_without_mnist_or_network_ends_in_one_line_and_makes_no_folder(tmp_path, capsys, monkeypatch):
+    import rstn.mnist
+    from rstn.cli import main
+
+    def offline(out):
+        raise OSError("no network")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no MNIST and no cached sequences
+    monkeypatch.delenv("RSTN_DATA_DIR", raising=False)
+    monkeypatch.setattr(rstn.mnist, "default_sources", lambda: [rstn.mnist.Source("the mirror", offline)])
+    results = tmp_path / "results"
+    assert main(["train", "--row", "rnn-spn-d4", "--profile", "smoke", "--results-dir", str(results)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert errors == ["rstn train: error: could not obtain mnist.pkl.gz from any source (the mirror: OSError: no "
+                      "network): put the file (SHA-256 " + rstn.mnist.MNIST_SHA256 + ") in a directory and set "
+                      "RSTN_DATA_DIR to it"]
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n-train", "0"], "--n-train 0: every split needs at least one sequence"),
+    (["--seed", "-1"], "--seed -1: the generator seed is an integer >= 0"),
+])
+def test_cli_data_refuses_empty_splits_and_negative_seeds(tmp_path, capsys, argv, message):
+    from rstn.cli import main
+
+    assert main(["data", *argv, "--out-png", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not (tmp_path / "x.png").exists()

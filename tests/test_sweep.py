@@ -178,7 +178,8 @@ def test_a_run_that_raises_does_not_end_its_lane(monkeypatch):
     assert summaries[0]["error"] == "RuntimeError: CUDA out of memory"
 
 
-def _write(results, row, **changes):
+def _write(results, row, config=None, **changes):
+    """A valid record of `row` (smoke, seed 0) under `results`; its folder."""
     import dataclasses
 
     from rstn.results import write_run
@@ -187,8 +188,24 @@ def _write(results, row, **changes):
     folder = results / "smoke" / row / "seed0"
     folder.mkdir(parents=True, exist_ok=True)
     write_run(folder / RUN_FILE, dataclasses.replace(
-        make_record(), row=row, config=run_config(row, "smoke", 0).to_dict(), **changes))
+        make_record(), row=row, config=(config or run_config(row, "smoke", 0)).to_dict(), **changes))
     return folder
+
+
+def _epochs(n, status="running"):
+    """Record fields of a run `n` epochs in: in progress (paused by a deadline) or finished."""
+    from tests.test_results import HISTORY
+
+    history = [dict(HISTORY[0], epoch=i) for i in range(n)]
+    stop = {"running": "time_budget", "finished": "early_stopping"}[status]
+    return dict(status=status, stop_reason=stop, epochs_run=n, history=history)
+
+
+def _checkpoint(root, row):
+    path = root / "smoke" / row / "seed0" / "checkpoint.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"archive's")
+    return path
 
 
 def test_unpack_keeps_a_run_that_got_further_here(tmp_path):
@@ -203,26 +220,112 @@ def test_unpack_keeps_a_run_that_got_further_here(tmp_path):
     sweep.pack(archive, configs, source, tmp_path / "no-checkpoints")
     manifest = sweep.unpack(archive, here, tmp_path / "ckpt")
     assert manifest["kept"] == ["smoke/ffn-spn-d4/seed0"]
+    assert manifest["why"]["smoke/ffn-spn-d4/seed0"].startswith("finished here (1 epoch)")
     assert read_run(here / "smoke" / "ffn-spn-d4" / "seed0" / RUN_FILE).finished
     assert read_run(here / "smoke" / "rnn-spn-d4" / "seed0" / RUN_FILE).status == "running"
 
 
-def test_unpack_keeps_a_run_in_progress_here_only_if_it_can_resume(tmp_path):
-    from tests.test_results import HISTORY
-
+def test_a_gpu_restart_never_replaces_a_cpu_run_that_got_further(tmp_path):
+    """The ffn-spn-d3 case: here a run in progress at 102 epochs, trained on another CPU, so with neither
+    its checkpoint nor a resume pack here; the archive holds a GPU restart of it at 12 epochs, with its
+    checkpoint. Unpack keeps the 102 epochs (and takes none of the restart's files); a restart that
+    finished replaces them, and the files of the old record go with it."""
     source, here, ckpts = tmp_path / "source", tmp_path / "here", tmp_path / "ckpt"
-    _write(source, "ffn-spn-d4", status="running", stop_reason="time_budget")  # 1 epoch, with a checkpoint
-    source_checkpoint = tmp_path / "source-ckpt" / "smoke" / "ffn-spn-d4" / "seed0" / "checkpoint.pt"
-    source_checkpoint.parent.mkdir(parents=True)
-    source_checkpoint.write_bytes(b"archive's")
-    history = HISTORY + [dict(HISTORY[0], epoch=1)]
-    _write(here, "ffn-spn-d4", status="running", stop_reason="time_budget", epochs_run=2, history=history)
+    _write(source, "ffn-spn-d3", **_epochs(12))
+    _checkpoint(tmp_path / "source-ckpt", "ffn-spn-d3")
+    folder = _write(here, "ffn-spn-d3", **_epochs(102))
+    (folder / "train.log").write_text("102 epochs on the CPU\n")
+    config = run_config("ffn-spn-d3", "smoke", 0)
     archive = tmp_path / "a.tar.gz"
-    sweep.pack(archive, [run_config("ffn-spn-d4", "smoke", 0)], source, tmp_path / "source-ckpt")
-    # 2 epochs here but no checkpoint to resume them: the archive's run (1 epoch, resumable) is taken
+    assert sweep.pack(archive, [config], source, tmp_path / "source-ckpt")["checkpoints"]
+    manifest = sweep.unpack(archive, here, ckpts)
+    assert manifest["kept"] == ["smoke/ffn-spn-d3/seed0"]
+    assert manifest["why"]["smoke/ffn-spn-d3/seed0"] == \
+        "here running, 102 epochs; the archive's (running, 12 epochs) got no further"
+    assert read_run(folder / RUN_FILE).epochs_run == 102
+    assert (folder / "train.log").read_text() == "102 epochs on the CPU\n"
+    assert not (ckpts / "smoke" / "ffn-spn-d3" / "seed0" / "checkpoint.pt").exists()
+
+    (folder / "resume.pt").write_bytes(b"the CPU run's pack")
+    _write(source, "ffn-spn-d3", **_epochs(150, "finished"))
+    sweep.pack(archive, [config], source, tmp_path / "source-ckpt")
     assert sweep.unpack(archive, here, ckpts)["kept"] == []
-    assert read_run(here / "smoke" / "ffn-spn-d4" / "seed0" / RUN_FILE).epochs_run == 1
-    assert (ckpts / "smoke" / "ffn-spn-d4" / "seed0" / "checkpoint.pt").read_bytes() == b"archive's"
+    assert read_run(folder / RUN_FILE).finished and read_run(folder / RUN_FILE).epochs_run == 150
+    assert not (folder / "train.log").exists() and not (folder / "resume.pt").exists()
+
+
+def test_unpack_keeps_a_record_of_another_config_but_not_of_another_precision(tmp_path):
+    """bf16 aside (the row in another precision), a record here of another config is never replaced."""
+    source, here = tmp_path / "source", tmp_path / "here"
+    bf16 = run_config("rnn-spn-d4", "smoke", 0, bf16=True)
+    other = run_config("ffn-spn-d4", "smoke", 0, lr=1e-3)
+    _write(source, "rnn-spn-d4", config=bf16, **_epochs(8, "finished"))
+    _write(source, "ffn-spn-d4", config=other, **_epochs(8, "finished"))
+    _write(here, "rnn-spn-d4", **_epochs(5))  # float32, in progress, with the profile's config
+    _write(here, "ffn-spn-d4", **_epochs(5))
+    archive = tmp_path / "a.tar.gz"
+    sweep.pack(archive, [bf16, other], source, tmp_path / "no-checkpoints")
+    manifest = sweep.unpack(archive, here, tmp_path / "ckpt")
+    assert manifest["kept"] == ["smoke/ffn-spn-d4/seed0"]
+    assert "another config (train.lr 0.0005 -> 0.001)" in manifest["why"]["smoke/ffn-spn-d4/seed0"]
+    record = read_run(here / "smoke" / "rnn-spn-d4" / "seed0" / RUN_FILE)
+    assert record.finished and record.config["train"]["bf16"] is True
+
+
+def test_bf16_deviation_is_the_profile_config_in_bf16():
+    assert sweep.bf16_deviation(run_config("rnn-spn-d1", "paper", 0, bf16=True).to_dict())
+    assert not sweep.bf16_deviation(run_config("rnn-spn-d1", "paper", 0).to_dict())
+    assert not sweep.bf16_deviation(run_config("rnn-spn-d1", "paper", 0, bf16=True, max_epochs=3).to_dict())
+    assert not sweep.bf16_deviation(run_config("rnn-spn-d4-bf16", "paper", 0).to_dict())  # its own config
+    assert not sweep.bf16_deviation({"row": "no-such-row", "profile": "paper", "seed": 0})
+
+
+def test_the_sweep_leaves_alone_the_runs_it_would_start_over_or_replace(tmp_path, monkeypatch):
+    results, ckpts = tmp_path / "results", tmp_path / "ckpt"
+    _write(results, "ffn-spn-d3", **_epochs(102))  # in progress, nothing here to resume from
+    _write(results, "rnn-spn-d4", **_epochs(3))
+    _checkpoint(ckpts, "rnn-spn-d4")  # in progress, resumable
+    _write(results, "ffn-spn-d4")  # finished
+    _write(results, "rnn-spn-d3", config=run_config("rnn-spn-d3", "smoke", 0, lr=1e-3), **_epochs(4))
+    rows = ["ffn-spn-d3", "rnn-spn-d4", "ffn-spn-d4", "rnn-spn-d3", "ffn-spn-d1"]
+    the_plan = sweep.plan(rows, "smoke", [0], 3, results_dir=results, checkpoint_root=ckpts)
+    kept = {c.row: why for c, why in the_plan.kept}
+    assert kept["ffn-spn-d3"] == ("in progress (102 epochs) with neither its checkpoint nor its resume pack "
+                                  "here: training it would start it over")
+    assert kept["ffn-spn-d4"].startswith("finished (1 epoch")
+    assert "another config (train.lr 0.001 -> 0.0005)" in kept["rnn-spn-d3"]
+    assert [c.row for c in the_plan.trained] == ["rnn-spn-d4", "ffn-spn-d1"]
+    assert len(sweep.plan(rows, "smoke", [0], 3).trained) == 5  # without results_dir: every run
+
+    # a resume pack beside run.json is as good as a checkpoint; a float32 record is not resumed in bf16
+    (results / "smoke" / "ffn-spn-d3" / "seed0" / "resume.pt").write_bytes(b"pack")
+    assert sweep.why_not_train(run_config("ffn-spn-d3", "smoke", 0), results, ckpts) is None
+    assert "train.bf16 false -> true" in sweep.why_not_train(run_config("rnn-spn-d4", "smoke", 0, bf16=True),
+                                                            results, ckpts)
+
+    fake = _FakeExecutor()
+    monkeypatch.setattr(sweep, "make_executor", lambda *a, **k: fake)
+    monkeypatch.setattr(sweep, "prepare_data", lambda configs: None)
+    summaries = sweep.sweep(["ffn-spn-d4", "ffn-spn-d1"], "smoke", [0], results_dir=results,
+                            checkpoint_root=ckpts, device="cpu")
+    assert [[c.row for c in job.args[0]] for job in fake.jobs] == [["ffn-spn-d1"]]
+    assert summaries[0]["status"] == "kept" and summaries[0]["reason"].startswith("finished")
+
+
+def test_finished_runs_bring_their_weights_where_they_fit(tmp_path):
+    source, here = tmp_path / "source", tmp_path / "here"
+    folder = _write(source, "ffn-spn-d4")  # finished
+    (folder / "weights.safetensors").write_bytes(b"w" * 1000)
+    config = run_config("ffn-spn-d4", "smoke", 0)
+    archive = tmp_path / "a.tar.gz"
+    manifest = sweep.pack(archive, [config], source, tmp_path / "no-checkpoints")
+    assert manifest["weights"] == ["results/smoke/ffn-spn-d4/seed0/weights.safetensors"]
+    sweep.unpack(archive, here, tmp_path / "ckpt")
+    assert (here / "smoke" / "ffn-spn-d4" / "seed0" / "weights.safetensors").read_bytes() == b"w" * 1000
+    (folder / "weights.safetensors").write_bytes(b"w" * 2**20)
+    manifest = sweep.pack(archive, [config], source, tmp_path / "no-checkpoints", limit=2**20 + 2**10)
+    assert manifest["weights"] == [] and manifest["left_out"] == [
+        "results/smoke/ffn-spn-d4/seed0/weights.safetensors (1.0 MiB)"]
 
 
 def test_a_failed_jobs_finished_runs_keep_their_status(tmp_path):
