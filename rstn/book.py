@@ -126,6 +126,18 @@ def writes_book(profile: str, results_dir: str | Path = "results", *, training: 
     return profile == current
 
 
+def _check_parameters(root: Path, names: Sequence[str], chosen: Mapping[str, Any]) -> None:
+    """Every chosen parameter must be one that each named chapter declares (else it would be ignored)."""
+    import jupytext
+
+    for name in names if chosen else ():
+        declared = notebook_parameters(jupytext.read(root / "notebooks" / f"{name}.md"))
+        unknown = sorted(set(chosen) - declared)
+        if unknown:
+            raise ValueError(f"{name} has no parameter {', '.join(unknown)}; its parameters: "
+                             f"{', '.join(sorted(declared)) or 'none'}")
+
+
 def target_dir(root: Path, profile: str, in_book: bool) -> Path:
     """book/ for the book's own profile, else the scratch folder _build/scratch/<profile>/."""
     return root / "book" if in_book else root / SCRATCH / profile
@@ -244,7 +256,7 @@ def _path_parameters(root: Path, folder: Path, results_dir: Path) -> dict[str, s
 
 def run_chapters(names: Sequence[str] | None = None, profile: str | None = BOOK_PROFILE, *,
                  root: Path | None = None, results_dir: str | Path = "results", into_book: bool = False,
-                 announce: bool = True, out=None) -> list[Path]:
+                 announce: bool = True, out=None, parameters: Mapping[str, Any] | None = None) -> list[Path]:
     """Execute the chapters (all non-training notebooks by default), reading existing results.
 
     Args:
@@ -252,6 +264,9 @@ def run_chapters(names: Sequence[str] | None = None, profile: str | None = BOOK_
             each chapter picking the best profile that has results, into book/. A profile other than the
             one the book shows renders into _build/scratch/<profile>/ unless `into_book`.
         announce: say so when it renders into the scratch folder (replicate has said it already).
+        parameters: values for the chapters' parameters cells (e.g. {"rnn_row": "rnn-spn-d4"}); every name
+            must be a parameter of every chapter named. With them the pages render into
+            _build/scratch/<profile or "custom">/ unless `into_book`: the book keeps its own choices.
 
     Returns:
         the executed notebooks.
@@ -267,18 +282,22 @@ def run_chapters(names: Sequence[str] | None = None, profile: str | None = BOOK_
     for name in names:
         if not (root / "notebooks" / f"{name}.md").exists():
             raise FileNotFoundError(f"notebooks/{name}.md does not exist; chapters: {', '.join(chapter_names(root))}")
+    chosen = dict(parameters or {})
+    _check_parameters(root, names, chosen)
     profile = None if profile in (None, "auto") else profile
-    in_book = profile is None or into_book or writes_book(profile, results)
-    folder = target_dir(root, profile or "auto", in_book)
+    in_book = into_book or (not chosen and (profile is None or writes_book(profile, results)))
+    folder = target_dir(root, profile or ("custom" if chosen else "auto"), in_book)
     if not in_book and announce:
-        print(f"chapters: profile {profile!r} is not the one the book shows ({book_profile(results)!r}): "
-              f"rendering into {_relative(folder, root)}/, book/ untouched (--into-book writes the book)",
-              file=out, flush=True)
+        why = "parameters of your own" if chosen else \
+            f"profile {profile!r} is not the one the book shows ({book_profile(results)!r})"
+        print(f"chapters: {why}: rendering into {_relative(folder, root)}/, book/ untouched (--into-book writes "
+              "the book)", file=out, flush=True)
     # fetch MNIST here, if it is not there yet, so that no download message lands in a chapter's stderr
     mnist_path()
     parameters = _path_parameters(root, folder, results)
     if profile is not None and (not in_book or into_book):
         parameters["profile"] = profile  # the book's own run leaves it None: the chapters pick the best
+    parameters |= chosen
     done, failures = [], {}
     for i, name in enumerate(names, 1):
         target = folder / f"{name}.ipynb"

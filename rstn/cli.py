@@ -12,7 +12,7 @@
     rstn table [--profile PROFILE] [--results-dir DIR]
     rstn replicate [--profile smoke|quick|paper|auto] [--seeds K ...] [--rows ROW ...] [--force]
                    [--device DEV] [--into-book]
-    rstn chapters [NAME ...] [--profile PROFILE] [--into-book]
+    rstn chapters [NAME ...] [--profile PROFILE] [-p NAME VALUE ...] [--into-book]
 
 Bad input (an unknown row, a bad --set value, a corrupt run.json or MNIST file, ...) prints one line
 naming the value and the fix, and exits with status 2; a chapter that fails to execute exits with 1.
@@ -25,6 +25,7 @@ To add a subcommand: write ``_add_<name>(subparsers)`` that registers its argume
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -146,7 +147,6 @@ def _add_train(subparsers) -> None:
 
 def _parse_overrides(items: list[str]) -> dict:
     """--set FIELD=VALUE items: VALUE read as JSON (3, 1e-3, true), else kept as a string."""
-    import json
 
     out = {}
     for item in items:
@@ -445,6 +445,9 @@ def _add_chapters(subparsers) -> None:
     p.add_argument("--profile", default="auto",
                    help="the results shown: smoke | quick | paper | auto (the best with results; default)")
     p.add_argument("--into-book", action="store_true", help=_INTO_BOOK_HELP)
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="set a parameter of the chapter (its cell tagged parameters), e.g. -p rnn_row rnn-spn-d4; "
+                        "VALUE is read as JSON, else as a string; renders into _build/scratch/custom/")
     p.set_defaults(func=_cmd_chapters)
 
 
@@ -454,7 +457,13 @@ def _cmd_chapters(args: argparse.Namespace) -> int:
 
     if args.profile not in PROFILE_CHOICES:
         raise ValueError(f"unknown profile {args.profile!r}; valid: {', '.join(PROFILE_CHOICES)}")
-    run_chapters(args.names, args.profile, into_book=args.into_book)
+    parameters = {}
+    for name, value in args.parameter:
+        try:
+            parameters[name] = json.loads(value)
+        except json.JSONDecodeError:
+            parameters[name] = value  # a bare string, e.g. rnn-spn-d4
+    run_chapters(args.names, args.profile, into_book=args.into_book, parameters=parameters)
     return 0
 
 

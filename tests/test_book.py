@@ -159,3 +159,15 @@ def test_cli_has_replicate_and_chapters():
     args = parser.parse_args(["chapters", "04-results", "--profile", "quick"])
     assert args.names == ["04-results"] and args.func is cli._cmd_chapters
     assert cli.main(["chapters", "--profile", "fast"]) == 2
+
+
+def test_one_chapter_with_parameters_of_ones_own_renders_apart_and_names_a_wrong_one(repo, capsys):
+    before = _tree_digest(repo / "book")
+    with pytest.raises(ValueError, match=r"04-results has no parameter rnn_row; its parameters: pipeline_profile, "
+                                         r"profile, results_dir"):
+        book.run_chapters(["04-results"], None, root=repo, parameters={"rnn_row": "rnn-spn-d4"})
+    (page,) = book.run_chapters(["04-results"], None, root=repo, parameters={"pipeline_profile": "smoke"})
+    assert page == repo / "_build" / "scratch" / "custom" / "04-results.ipynb"
+    assert "parameters of your own: rendering into _build/scratch/custom/" in capsys.readouterr().out
+    assert _tree_digest(repo / "book") == before  # the book keeps its own page
+    assert "pipeline_profile = \"smoke\"" in "".join(c.source for c in nbformat.read(page, as_version=4).cells)

@@ -363,7 +363,7 @@ def test_the_archive_is_written_while_waiting_and_when_the_sweep_fails(monkeypat
         archive.parent.mkdir(exist_ok=True)
         archive.write_bytes(b"x")
         packed.append("pack")
-        return {"checkpoints": [], "left_out": []}
+        return {"weights": [], "checkpoints": [], "left_out": []}
 
     monkeypatch.setattr(sweep, "sweep", failing_sweep)
     monkeypatch.setattr(sweep, "pack", pack)
