@@ -224,6 +224,122 @@ def score_attention(theta: Tensor, boxes: Tensor, height: int, width: int) -> At
                           on_target=float((own > other).double().mean()), covered=float(covered.mean()), area=area)
 
 
+@dataclass(frozen=True)
+class GlimpseShape:
+    """The shape of one run's glimpses in the input, in pixels, averaged over images (chapter 5).
+
+    A glimpse samples a parallelogram: its x edge is where the output's top row lands (top-left to
+    top-right corner), its y edge where the left column lands. ``rotation_deg`` turns the x edge from the
+    horizontal (clockwise on the image, whose y axis points down); ``edge_angle_deg`` is the angle between
+    the two edges (90: no shear). ``area``: the share of the canvas sampled, its mean and spread over the
+    images; ``centres``: (T, 2) mean (x, y) centre of each step's glimpse; ``centre_offset_px``: the mean
+    distance from step t's centre to digit t's (to the sequence's, for one glimpse), None without boxes.
+    """
+
+    area: float
+    area_std: float
+    x_edge_px: float
+    y_edge_px: float
+    rotation_deg: float
+    edge_angle_deg: float
+    centres: tuple[tuple[float, float], ...]
+    centre_offset_px: float | None = None
+
+    @property
+    def step_spacing_px(self) -> float | None:
+        """Mean distance between the centres of consecutive steps (None for one step)."""
+        c = np.asarray(self.centres)
+        return float(np.linalg.norm(np.diff(c, axis=0), axis=1).mean()) if len(c) > 1 else None
+
+
+def glimpse_shape(theta: ArrayT, height: int, width: int, boxes: ArrayT | None = None) -> GlimpseShape:
+    """Summarise the glimpses of theta (N, T, 2, 3) on an H x W canvas, and where boxes (N, D, 4) are given
+    how far their centres are from their targets' (T = D: digit t; T = 1: the sequence): `GlimpseShape`."""
+    corners = np.asarray(glimpse_corners(np.asarray(theta, dtype=np.float64), height, width))  # (N, T, 4, 2)
+    offset = None
+    if boxes is not None:
+        boxes = np.asarray(boxes, dtype=np.float64)
+        targets = boxes if corners.shape[1] == boxes.shape[1] else np.asarray(sequence_box(torch.as_tensor(boxes)))[:, None]
+        target_centres = (targets[..., :2] + targets[..., 2:]) / 2  # (N, T, 2)
+        offset = float(np.linalg.norm(corners.mean(-2) - target_centres, axis=-1).mean())
+    x_edge, y_edge = corners[..., 1, :] - corners[..., 0, :], corners[..., 3, :] - corners[..., 0, :]
+    area = np.abs(x_edge[..., 0] * y_edge[..., 1] - x_edge[..., 1] * y_edge[..., 0]) / (height * width)
+    cos = (x_edge * y_edge).sum(-1) / (np.linalg.norm(x_edge, axis=-1) * np.linalg.norm(y_edge, axis=-1))
+    return GlimpseShape(
+        area=float(area.mean()), area_std=float(area.std()),
+        x_edge_px=float(np.linalg.norm(x_edge, axis=-1).mean()), y_edge_px=float(np.linalg.norm(y_edge, axis=-1).mean()),
+        rotation_deg=float(np.degrees(np.arctan2(x_edge[..., 1], x_edge[..., 0])).mean()),
+        edge_angle_deg=float(np.degrees(np.arccos(np.clip(cos, -1, 1))).mean()),
+        centres=tuple(tuple(float(v) for v in c) for c in corners.mean(-2).mean(0)), centre_offset_px=offset)
+
+
+DIGIT_BOX_AREA = 28 * 28  # px: the generator pastes whole 28 x 28 MNIST digits (their boxes)
+SCORE_COLUMNS = ("row", "run", "images", "step t on digit t", "IoU, steps 1 / 2 / 3", "sequence IoU",
+                 "target inside", "glimpse area", "centre off by", "turned", "edges at")
+
+
+def score_rows(saved: SavedAttention) -> list[list[str]]:
+    """Chapter 5's table: for each run with saved attention, how its glimpses line up with the digits
+    (`score_attention`) and what shape they have (`glimpse_shape`). Areas as % of the canvas and in
+    digit boxes (28 x 28 px); distances in px; angles in degrees."""
+    height, width = saved.images.shape[1:]
+    rows = []
+    for run in saved.runs:
+        score = score_attention(run.theta, saved.boxes, height, width)
+        shape = glimpse_shape(run.theta, height, width, saved.boxes)
+        boxes = shape.area * height * width / DIGIT_BOX_AREA
+        rows.append([
+            run.row, "finished" if run.finished else f"in progress ({counted(run.epochs, 'epoch')})", str(score.n),
+            "-" if score.on_target is None else f"{100 * score.on_target:.0f} %",
+            " / ".join(f"{v:.2f}" for v in score.step_iou) if score.step_iou else "-",
+            "-" if score.sequence_iou is None else f"{score.sequence_iou:.2f}",
+            f"{100 * score.covered:.0f} %", f"{100 * shape.area:.1f} % ({boxes:.1f} digits)",
+            f"{shape.centre_offset_px:.1f} px", f"{shape.rotation_deg:.0f}°", f"{shape.edge_angle_deg:.0f}°"])
+    return rows
+
+
+def describe_glimpses(run: AttentionRun, saved: SavedAttention) -> str:
+    """A paragraph, from the numbers, on where an RNN-SPN run's glimpses go and what shape they have,
+    against the paper's text ("zoom in on each digit"). Chapter 5 prints it under Figure 3."""
+    height, width = saved.images.shape[1:]
+    score = score_attention(run.theta, saved.boxes, height, width)
+    shape = glimpse_shape(run.theta, height, width, saved.boxes)
+    digits = shape.area * height * width / DIGIT_BOX_AREA
+    text = (f"{run.row}: step t's glimpse lies on digit t in {100 * score.on_target:.0f} % of the {score.n} test "
+            f"images and holds {100 * score.covered:.0f} % of its box; its centre is {shape.centre_offset_px:.0f} px "
+            f"from the digit's on average")
+    if shape.step_spacing_px is not None:
+        text += f", and the steps' centres lie {shape.step_spacing_px:.0f} px apart, left to right"
+    fixed = shape.area_std < 0.1 * shape.area
+    text += (f". The glimpse {'keeps nearly the same size on every image' if fixed else 'changes size between images'}"
+             f" ({100 * shape.area:.1f} ± {100 * shape.area_std:.1f} % of the canvas, {digits:.1f} times a digit's "
+             f"28 x 28 box)")
+    turned, sheared = abs(shape.rotation_deg) > 10, abs(shape.edge_angle_deg - 90) > 10
+    if turned or sheared:
+        text += (f", {'turned by ' + format(shape.rotation_deg, '.0f') + '°' if turned else 'upright'}"
+                 f"{' and sheared, its edges at ' + format(shape.edge_angle_deg, '.0f') + '°' if sheared else ''}: "
+                 "the crop shows its digit " + " and ".join(w for w, on in (("rotated", turned), ("sheared", sheared))
+                                                             if on))
+    if not zooms_on_each_digit(score):
+        return text + ". The paper says that with d > 1 the model zooms in on each digit: by the rule of the claims " \
+                      "table (chapter 4), this run does not."
+    tight = "" if digits <= 1.5 else f", though not onto the digit alone: its crop is {digits:.1f} digit boxes"
+    return text + (". The paper says that with d > 1 the model zooms in on each digit: by the rule of the claims table "
+                   f"(chapter 4) this run does{tight}.")
+
+
+# When an RNN-SPN's glimpses count as zoomed in on each digit (the claims table, chapter 4): step t overlaps
+# digit t more than any other digit, holds most of it, and samples at most a quarter of the canvas (a
+# magnification of 2 or more in each direction).
+ZOOM_ON_TARGET, ZOOM_COVERED, ZOOM_MAX_AREA = 0.9, 0.9, 0.25
+
+
+def zooms_on_each_digit(score: AttentionScore) -> bool:
+    """Do a run's glimpses zoom in on each digit, by the rule above?"""
+    return (score.on_target or 0) >= ZOOM_ON_TARGET and (score.covered or 0) >= ZOOM_COVERED and \
+        (score.area if score.area is not None else 1.0) <= ZOOM_MAX_AREA
+
+
 @torch.no_grad()
 def attention_arrays(model: nn.Module, split: Any, n: int, device: torch.device) -> dict[str, np.ndarray]:
     """theta, predictions and labels for the first n images of `split` (what a run saves as attention.npz).

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rstn.attention import AttentionScore, score_attention
+from rstn.attention import ZOOM_COVERED, ZOOM_MAX_AREA, ZOOM_ON_TARGET, AttentionScore, score_attention, \
+    zooms_on_each_digit
 from rstn.experiments import run_dir
 from rstn.data import SequenceConfig
 from rstn.results import TableRecord, estimate, headline_summary, markdown_headline, markdown_table
@@ -24,10 +25,10 @@ HOLDS, DOES_NOT_HOLD, NOT_TESTED = "holds", "does not hold", "not tested yet"
 RULE = (f"A claim **holds** when every comparison it needs has finished runs and each goes its way by more "
         f"than {CLEAR:g} standard errors of the difference; it **does not hold** when all of them have finished "
         "and one does not go its way (a tie within that margin, or the other way); it is **not tested yet** "
-        "while a row it needs has no finished run. Attention: the glimpse of step t counts as zoomed on digit t "
-        "when it overlaps digit t more than any other digit, holds at least 90 % of its box, and covers at most "
-        "a quarter of the canvas (a magnification of 2 or more in each direction).")
-ZOOM_ON_TARGET, ZOOM_COVERED, ZOOM_MAX_AREA = 0.9, 0.9, 0.25
+        "while a row it needs has no finished run. Attention: a run's glimpses count as zoomed in on each digit "
+        f"when step t overlaps digit t more than any other digit in at least {100 * ZOOM_ON_TARGET:.0f} % of the "
+        f"images, holds at least {100 * ZOOM_COVERED:.0f} % of its box, and samples at most "
+        f"{100 * ZOOM_MAX_AREA:.0f} % of the canvas (a magnification of 2 or more in each direction).")
 
 
 @dataclass(frozen=True)
@@ -82,11 +83,6 @@ def _compare(c: Comparison, rows: Mapping[str, TableRecord]) -> tuple[str, str]:
             f"{c.label}: {a.value:.2f} vs {b.value:.2f} ({diff.value:+.2f}, {abs(diff.z):.1f} SE)")
 
 
-def _zooms(score: AttentionScore) -> bool:
-    return (score.on_target or 0) >= ZOOM_ON_TARGET and (score.covered or 0) >= ZOOM_COVERED and \
-        (score.area or 1) <= ZOOM_MAX_AREA
-
-
 def _judge(claim: Claim, rows: Mapping[str, TableRecord], scores: Mapping[str, AttentionScore]) -> Verdict:
     if claim.attention_rows:
         outcomes, evidence = [], []
@@ -96,7 +92,7 @@ def _judge(claim: Claim, rows: Mapping[str, TableRecord], scores: Mapping[str, A
                 outcomes.append("missing")
                 evidence.append(f"{row}: not finished")
                 continue
-            outcomes.append("way" if _zooms(score) else "not way")
+            outcomes.append("way" if zooms_on_each_digit(score) else "not way")
             evidence.append(f"{row}: step t on digit t in {100 * score.on_target:.0f} % of {score.n} images, "
                             f"holds {100 * score.covered:.0f} % of it, glimpse {100 * score.area:.1f} % of the canvas")
     else:
