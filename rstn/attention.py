@@ -415,7 +415,7 @@ class SavedAttention:
         if chosen is None or chosen.row == wanted:
             return ""
         run = self.run(wanted)
-        state = "has no saved attention" if run is None else f"is in progress ({run.epochs} epochs)"
+        state = "has no saved attention" if run is None else f"is in progress ({counted(run.epochs, 'epoch')})"
         how = "the first finished run" if chosen.finished else "the run trained longest"
         return f"{wanted} {state}: drawn instead is {chosen.row}, {how} of {', '.join(rows)}"
 

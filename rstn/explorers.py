@@ -32,6 +32,7 @@ import torch
 
 from rstn.attention import AttentionRun, SavedAttention, first_to_show, normalised_to_pixels
 from rstn.sampler import output_size, transform
+from rstn.viz import STEP_COLOURS
 
 ASSETS = "assets"
 THETA_NAMES = ("theta11", "theta12", "theta13", "theta21", "theta22", "theta23")
@@ -84,6 +85,7 @@ def _script_json(payload: dict[str, Any]) -> str:
 
 def _explorer_html(kind: str, mount: str, payload: dict[str, Any]) -> str:
     """One self-contained output: container, CSS, data, the explorer JS, and the mount call."""
+    payload = payload | {"stepColors": list(STEP_COLOURS)}  # the figures' colours, one per glimpse step
     digest = hashlib.sha1(_script_json(payload).encode()).hexdigest()[:10]
     element_id = f"rstn-{kind}-{digest}-{next(_instance)}"
     return (

@@ -236,6 +236,21 @@ def write_run(path: str | Path, record: RunRecord) -> None:
     os.replace(tmp, path)
 
 
+def history_excerpt(record: RunRecord, head: int = 3, tail: int = 3) -> str:
+    """The first `head` and last `tail` epochs of a run as its training log prints them
+    (`rstn.train.epoch_line`), formatted from its record, with the count of the epochs left out between."""
+    from rstn.train import epoch_line
+
+    lines, best, best_error = [], -1, None
+    for r in record.history:  # the best epoch so far: the first with the lowest validation error
+        if best_error is None or r["valid_error"] < best_error:
+            best, best_error = r["epoch"], r["valid_error"]
+        lines.append(epoch_line(r, best))
+    if len(lines) <= head + tail:
+        return "\n".join(lines)
+    return "\n".join([*lines[:head], f"[... {len(lines) - head - tail} epochs ...]", *lines[-tail:]])
+
+
 def load_runs(profile: str, results_dir: str | Path = "results", rows: Iterable[str] | None = None
               ) -> list[RunRecord]:
     """Every run.json under results/<profile>/ (validated), sorted by row order then seed.

@@ -56,7 +56,7 @@ from rstn.checkpoints import (  # noqa: F401 (CHECKPOINT_NAME, load_checkpoint: 
 )
 from rstn.configs import added, neutral
 from rstn.optim import LasagneRMSprop, clip_gradients, learning_rate
-from rstn.progress import ProgressLog, format_duration, progress_mode, utc_now
+from rstn.progress import ProgressLog, counted, format_duration, progress_mode, utc_now
 
 LOG_NAME = "train.log"
 ATTENTION_NAME = "attention.npz"
@@ -567,11 +567,7 @@ def fit(
         done = stopper.should_stop(epoch) or epoch + 1 == config.max_epochs
         if done or (epoch + 1 - start_epoch) % checkpoint_every == 0:
             save(epoch)
-        log(f"{prefix}epoch {epoch:3d}  lr {lr:.2e}  loss {train_loss:.4f}  train {100 * record['train_error']:.2f}%"
-            f"  valid {100 * record['valid_error']:.2f}% (seq {100 * record['valid_sequence_error']:.2f}%)"
-            f"  test {100 * record['test_error']:.2f}% (seq {100 * record['test_sequence_error']:.2f}%)"
-            f"  best {stopper.best_epoch}  {record['time_s']:.1f}s"
-            f"{_eta(history, epoch, config, stopper, deadline)}")
+        log(prefix + epoch_line(record, stopper.best_epoch) + _eta(history, epoch, config, stopper, deadline))
         if on_epoch_end is not None:
             on_epoch_end(state)
         if stopper.should_stop(epoch):  # look_count reaches 0: 50 epochs without a gain
@@ -587,6 +583,15 @@ def fit(
     if state.stop_reason == "time_budget" and history and saved.epoch < len(history) - 1:
         save(len(history) - 1)
     return _stopped(state, this_session)
+
+
+def epoch_line(record: Mapping, best_epoch: int) -> str:
+    """One epoch of the training log, from its history record (`fit`), e.g. "epoch   3  lr 5.00e-04  loss
+    0.5695  train 18.25%  valid 12.59% (seq 32.64%)  test 12.80% (seq 33.49%)  best 2  399.1s"."""
+    return (f"epoch {record['epoch']:3d}  lr {record['lr']:.2e}  loss {record['train_loss']:.4f}  "
+            f"train {100 * record['train_error']:.2f}%  valid {100 * record['valid_error']:.2f}% "
+            f"(seq {100 * record['valid_sequence_error']:.2f}%)  test {100 * record['test_error']:.2f}% "
+            f"(seq {100 * record['test_sequence_error']:.2f}%)  best {best_epoch}  {record['time_s']:.1f}s")
 
 
 def _checkpoint_to_resume(path: Path, extra: dict, say: Callable[[str], None]) -> dict | None:
@@ -638,7 +643,7 @@ def _eta(history: Sequence[Mapping], epoch: int, config: TrainConfig, stopper: E
     """'  eta ...': time to the protocol's latest end (max_epochs, or early stopping if sooner) and budget."""
     last = min(config.max_epochs, stopper.best_epoch + config.patience + 1) - 1
     per_epoch = statistics.fmean(r["time_s"] for r in history[-5:])
-    text = f"  eta <= {format_duration((last - epoch) * per_epoch)} ({last - epoch} epochs)"
+    text = f"  eta <= {format_duration((last - epoch) * per_epoch)} ({counted(last - epoch, 'epoch')})"
     if deadline is not None:
         text += f", budget left {format_duration(max(0.0, deadline - time.monotonic()))}"
     return text

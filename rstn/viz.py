@@ -17,11 +17,25 @@ from matplotlib.ticker import MaxNLocator
 
 from rstn.data import SequenceSplit
 
-BOX_COLOURS = ("tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple")
+# One colour per glimpse step (and digit position), in every figure and explorer: Okabe-Ito, which readers
+# with colour-blindness tell apart. rstn.explorers hands it to the browser.
+STEP_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#CC79A7")
+BOX_COLOURS = STEP_COLOURS
+# The book's text column is about 690 px wide; figures drawn at 100 dpi and at most PAGE_WIDTH_IN wide are
+# shown 1:1, so a font of 9 pt stays 9 pt on the page (`use_book_style`).
+PAGE_WIDTH_IN = 6.9
+BOOK_STYLE = {"figure.dpi": 100, "savefig.dpi": 100, "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
+              "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9, "legend.title_fontsize": 9,
+              "figure.titlesize": 10, "image.cmap": "gray"}
+
+
+def use_book_style() -> None:
+    """Set matplotlib up as the chapters draw: 100 dpi, fonts of 9 pt and more, grey images."""
+    plt.rcParams.update(BOOK_STYLE)
 
 
 def plot_sequences(split: SequenceSplit, n: int = 16, boxes: bool = True, ncols: int = 4,
-                   start: int = 0, size: float = 2.2) -> Figure:
+                   start: int = 0, size: float = PAGE_WIDTH_IN / 4) -> Figure:
     """A grid of ``n`` images from ``split`` (from index ``start``), titled with their labels left to right.
 
     Args:
@@ -44,14 +58,14 @@ def plot_sequences(split: SequenceSplit, n: int = 16, boxes: bool = True, ncols:
             for d, (x0, y0, x1, y1) in enumerate(np.asarray(split.boxes[i], dtype=float)):
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.2,
                                        edgecolor=BOX_COLOURS[d % len(BOX_COLOURS)]))
-        ax.set_title(" ".join(str(int(label)) for label in split.labels[i]), fontsize=10)
+        ax.set_title(" ".join(str(int(label)) for label in split.labels[i]))
     fig.tight_layout()
     return fig
 
 
 def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: np.ndarray | None = None,
                    predictions: np.ndarray | None = None, boxes: np.ndarray | None = None,
-                   size: float = 2.0) -> Figure:
+                   size: float = PAGE_WIDTH_IN / 4) -> Figure:
     """Where a transformer model looks, laid out as the RNN-SPN paper's Figure 3.
 
     One row per image: the image with each step's glimpse outlined and numbered (the true digit boxes
@@ -101,7 +115,7 @@ def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: 
         high = np.maximum(corners.reshape(-1, 2).max(0), (width, height)) + 2
         ax.set(xlim=(low[0], high[0]), ylim=(high[1], low[1]), xticks=[], yticks=[])
         if labels is not None:
-            ax.set_title("true " + " ".join(str(int(v)) for v in labels[i]), fontsize=9)
+            ax.set_title("true " + " ".join(str(int(v)) for v in labels[i]))
         for t in range(steps):
             ax = axes[i, 1 + t]
             ax.imshow(glimpses[i, t], cmap="gray", vmin=0.0, vmax=1.0)
@@ -134,13 +148,13 @@ def plot_table1_by_d(table: Sequence, profile: str, top: float = 6.0) -> Figure:
     ours = [r.mean for r in table if r.mean is not None]
     if ours and max(ours) <= 2 * top:
         top = max(top, 1.1 * max(r.mean + (r.std or 0) for r in table if r.mean is not None))
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, 4.6))
     above = []  # (x, value, colour) of ours off the top of the axis
 
     def mark_above(x: float, value: float, colour: str) -> None:
         ax.plot(x, top, "^", color=colour, ms=8, clip_on=False, zorder=5)
         ax.annotate(f"{value:.0f}", (x, top), xytext=(0, 6), textcoords="offset points", ha="center",
-                    fontsize=8, color=colour, annotation_clip=False)
+                    color=colour, annotation_clip=False)
         above.append(value)
 
     for kind in ("RNN-SPN", "FFN-SPN"):
@@ -167,9 +181,9 @@ def plot_table1_by_d(table: Sequence, profile: str, top: float = 6.0) -> Figure:
                 x = d + (0.09 if kind == "FFN-SPN" else -0.09)
                 ax.plot(x, top, "^", mfc="none", color=colour, ms=8, clip_on=False, zorder=5)
                 ax.annotate(f"{error:.0f}", (x, top), xytext=(0, 6), textcoords="offset points", ha="center",
-                            fontsize=8, color=colour, annotation_clip=False)
+                            color=colour, annotation_clip=False)
                 above.append(error)
-    conv = next(r for r in table if r.d is None)
+    conv = next(r for r in table if r.d is None)  # no d: a horizontal line across the axis
     ax.axhline(conv.paper_error, color=FAMILY_COLOURS["CNN"], ls="--", alpha=0.7, label="conv net, paper")
     if conv.mean is not None and conv.mean <= top:
         ax.axhline(conv.mean, color=FAMILY_COLOURS["CNN"], label=f"conv net, ours ({profile})")
@@ -177,12 +191,13 @@ def plot_table1_by_d(table: Sequence, profile: str, top: float = 6.0) -> Figure:
         mark_above(4.35, conv.mean, FAMILY_COLOURS["CNN"])
     ax.set(xlabel="down-sampling factor d", ylabel="per-digit test error (%)", xticks=[1, 2, 3, 4],
            xlim=(0.6, 4.6), ylim=(0, top))
-    title = f"Table 1 by d (profile {profile!r})"
+    title = f"Per-digit test error against d (profile {profile!r})"
     if above:
-        title += f"\n▲ ours above {top:g} %, labelled with the value (conv net at the right)"
+        title += f"\n▲ ours above {top:g} %, labelled with the value"
         ax.plot([], [], "^", color="black", ms=6, label=f"ours ({profile}), off the axis")
-    ax.set_title(title, fontsize=10, pad=18 if above else 6)
-    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    ax.set_title(title, pad=18 if above else 6)
+    # below the axes, off the data: the paper's points fill the plot's corners
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -207,8 +222,7 @@ def plot_learning_curves(runs: Sequence, table: Sequence, profile: str) -> Figur
             by_row.setdefault(r.row, []).append(r)
     families = [kind for kind in ("RNN-SPN", "FFN-SPN", "CNN") if any(by_row.get(r.row) for r in table
                                                                       if r.model == kind)] or ["RNN-SPN"]
-    fig, axes = plt.subplots(1, len(families), figsize=(4.6 * len(families) + 0.6, 3.8), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(families), figsize=(PAGE_WIDTH_IN, 3.9), sharey=True, squeeze=False)
     any_decay = False
     for ax, kind in zip(axes[0], families):
         decays: set[int] = set()  # this panel's runs only: another family may have run longer
@@ -228,17 +242,46 @@ def plot_learning_curves(runs: Sequence, table: Sequence, profile: str) -> Figur
         for e in sorted(decays):
             ax.axvline(e - 0.5, color="gray", ls=":", lw=0.8)
         any_decay |= bool(decays)
-        ax.set(title=f"{kind} (profile {profile!r})", xlabel="epoch", yscale="log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+        ax.set(title=f"{kind} ({profile!r})", xlabel="epoch", yscale="log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))  # epochs are whole
         if ax.lines:
-            ax.legend(fontsize=8, title="valid; paper test --", title_fontsize=7)
+            ax.legend(title="valid; paper test --", loc="upper right")
     ticks = [1, 2, 3, 5, 10, 20, 50, 100]
     axes[0][0].yaxis.set_major_locator(FixedLocator(ticks))
     axes[0][0].yaxis.set_minor_formatter(NullFormatter())
     axes[0][0].set_yticklabels([str(t) for t in ticks])
     axes[0][0].set(ylabel="validation per-digit error (%)", ylim=(1, 100))
     if any_decay:
-        fig.text(0.01, 0.01, "dotted: learning rate divided by 1.5 after that epoch", fontsize=7, color="gray")
+        fig.text(0.01, 0.01, "dotted: learning rate divided by 1.5 after that epoch", color="gray")
+    fig.tight_layout()
+    return fig
+
+
+def plot_run_curves(record, paper_error: float | None = None) -> Figure:
+    """One run's training loss, and its train / valid / test per-digit error, per epoch (chapter 3).
+
+    Args:
+        record: a `rstn.results.RunRecord`; the dotted vertical marks its best-validation epoch.
+        paper_error: the paper's test error of the row (%), drawn dashed; None for none.
+    """
+    history = record.history
+    epochs = [r["epoch"] for r in history]
+    fig, (loss_ax, error_ax) = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 2.9))
+    loss_ax.plot(epochs, [r["train_loss"] for r in history], marker="." if len(epochs) < 30 else None)
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="training loss")
+    for split in ("train", "valid", "test"):
+        error_ax.plot(epochs, [100 * r[f"{split}_error"] for r in history], marker="." if len(epochs) < 30 else None,
+                      label=split, lw=1.2)
+    if record.best_epoch is not None:
+        error_ax.axvline(record.best_epoch, color="gray", ls=":", label="best valid")
+    if paper_error is not None:
+        error_ax.axhline(paper_error, color="black", ls="--", lw=0.8, label="paper (test)")
+    error_ax.set(xlabel="epoch", ylabel="per-digit error (%)", title=f"{record.row} ({record.profile!r})")
+    if len(epochs) >= 30:  # a long run falls from chance to a few per cent: a log axis shows both
+        error_ax.set_yscale("log")
+    error_ax.legend(loc="upper right")
+    for ax in (loss_ax, error_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))  # epochs are whole
     fig.tight_layout()
     return fig
 

@@ -300,3 +300,14 @@ def test_cli_data_refuses_empty_splits_and_negative_seeds(tmp_path, capsys, argv
     assert main(["data", *argv, "--out-png", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and not (tmp_path / "x.png").exists()
+
+
+def test_history_excerpt_prints_the_epochs_as_the_training_log_did(tmp_path):
+    from rstn.results import history_excerpt
+
+    config = run_config("ffn-spn-d4", "smoke", seed=0, **(TINY | {"max_epochs": 4}))
+    result = train_run(config, results_dir=tmp_path, progress="none", data=synthetic_data(n=40))
+    logged = [line.split("seed0 ", 1)[1].split("  eta", 1)[0]
+              for line in (result.run_dir / "train.log").read_text().splitlines() if " epoch " in line]
+    assert history_excerpt(result.record, head=4, tail=0).splitlines() == logged
+    assert history_excerpt(result.record, head=1, tail=1).splitlines() == [logged[0], "[... 2 epochs ...]", logged[-1]]

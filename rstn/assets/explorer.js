@@ -216,7 +216,6 @@
     return { node: node, input: input, set: set };
   }
 
-  const STEP_COLORS = ['#E69F00', '#56B4E9', '#009E73', '#CC79A7'];  // Okabe-Ito: readable by colour-blind readers
   const SCALE = 4;  // input view resolution: canvas pixels per image pixel
   const MARGIN = 0.2;  // the input view's margin around the image, as a fraction of its size
 
@@ -302,10 +301,10 @@
           ctx.fillRect(x - 2, y - 2, 4, 4);
         }
       }
-      strokePolygon(ctx, thetaQuad(theta, view), STEP_COLORS[0], 3);
+      strokePolygon(ctx, thetaQuad(theta, view), spec.stepColors[0], 3);
       // the output's first pixel (top left): shows flips and rotations at a glance
       const [x0, y0] = view.point(...applyTheta(theta, -1, -1));
-      ctx.fillStyle = STEP_COLORS[0];
+      ctx.fillStyle = spec.stepColors[0];
       ctx.beginPath(); ctx.arc(x0, y0, 7, 0, 2 * Math.PI); ctx.fill();
     }
 
@@ -400,7 +399,7 @@
       crops.replaceChildren();
       labelled.length = 0;
       for (let t = 0; t < T; t++) {
-        const theta = thetaOf(row, k, t), color = STEP_COLORS[t % STEP_COLORS.length];
+        const theta = thetaOf(row, k, t), color = spec.stepColors[t % spec.stepColors.length];
         const quad = thetaQuad(theta, view);
         strokePolygon(ctx, quad, color, 3);
         // step t's number inside corner t (of 4) of its box, so that coinciding glimpses (every step at the
