@@ -325,7 +325,8 @@ def run_path(folder: Path, profile: str, row: str, seed: int) -> Path:
 
 @dataclass
 class TrainingOutcome:
-    """What `run_training` did: 'trained', 'finished' (nothing retrained) or 'failed'."""
+    """What `run_training` did: 'trained', 'finished' (nothing retrained), 'kept' (a record of another
+    config, left as it is) or 'failed'."""
 
     status: str
     notebook: Path | None
@@ -349,6 +350,16 @@ def run_training(config: RunConfig, *, device: str | None = None, force: bool = 
     output = Path(output) if output is not None else run_path(root / "book", config.profile, config.row,
                                                               config.seed)
     results = Path(results_dir) if Path(results_dir).is_absolute() else root / results_dir
+    record_path = experiments.run_dir(results, config.profile, config.row, config.seed) / records.RUN_FILE
+    if not force and record_path.exists():
+        try:
+            changes = experiments.config_differences(records.read_run(record_path).config, config.to_dict())
+        except records.ResultsError:
+            changes = []  # the training notebook's train_run names the corrupt file
+        if changes:  # never replaced without --force (rstn.runs.ConfigChangedError)
+            return TrainingOutcome("kept", None, f"kept: its record was made with another config "
+                                                 f"({experiments.describe_differences(changes)}); FORCE=1 / "
+                                                 "--force retrains it")
     finished = not force and is_finished(config, results)
     existing = [p for p in (output, *(Path(f) / "runs" / output.name for f in also_look_in)) if p.exists()]
     if finished and existing:
@@ -401,6 +412,7 @@ class ReplicateReport:
             return counted(n, 'row' if seeds == 1 else 'run')
 
         trained, finished, failed = self.count("trained"), self.count("finished"), self.count("failed")
+        kept = self.count("kept")
         parts = []
         if finished:
             parts.append(f"{runs(finished)} already finished with this config: "
@@ -408,6 +420,8 @@ class ReplicateReport:
                          + "; FORCE=1 / --force retrains")
         elif trained:
             parts.append(f"{runs(trained)} trained")
+        if kept:
+            parts.append(f"{runs(kept)} kept as made with another config (FORCE=1 / --force retrains)")
         if failed:
             parts.append(f"{failed} failed")
         return "; ".join(parts) or "nothing to run"

@@ -171,3 +171,17 @@ def test_one_chapter_with_parameters_of_ones_own_renders_apart_and_names_a_wrong
     assert "parameters of your own: rendering into _build/scratch/custom/" in capsys.readouterr().out
     assert _tree_digest(repo / "book") == before  # the book keeps its own page
     assert "pipeline_profile = \"smoke\"" in "".join(c.source for c in nbformat.read(page, as_version=4).cells)
+
+
+def test_replicate_keeps_a_record_of_another_config_and_says_what_differs(repo):
+    config = experiments.run_config(ROW, "smoke", 0)
+    path = experiments.run_dir(repo / "results", "smoke", ROW, 0) / RUN_FILE
+    other = dataclasses.replace(read_run(path), config=experiments.run_config(ROW, "smoke", 0, lr=1e-3).to_dict())
+    write_run(path, other)
+    before = path.read_bytes()
+    outcome = book.run_training(config, root=repo)
+    assert outcome.status == "kept" and outcome.notebook is None
+    assert "another config (train.lr 0.001 -> 0.0005); FORCE=1 / --force retrains it" in outcome.message
+    assert path.read_bytes() == before
+    report = book.ReplicateReport("smoke", repo / "book", {(ROW, 0): outcome})
+    assert report.summary() == "1 row kept as made with another config (FORCE=1 / --force retrains)"
