@@ -228,10 +228,11 @@ def score_attention(theta: Tensor, boxes: Tensor, height: int, width: int) -> At
 class GlimpseShape:
     """The shape of one run's glimpses in the input, in pixels, averaged over images (chapter 5).
 
-    A glimpse samples a parallelogram: its x edge is where the output's top row lands (top-left to
-    top-right corner), its y edge where the left column lands. ``rotation_deg`` turns the x edge from the
-    horizontal (clockwise on the image, whose y axis points down); ``edge_angle_deg`` is the angle between
-    the two edges (90: no shear). ``area``: the share of the canvas sampled, its mean and spread over the
+    A glimpse samples a parallelogram: its top edge is where the output's top row lands (top-left to
+    top-right corner), its side edge where the left column lands. ``top_edge_deg`` is the top edge's slope
+    from the horizontal, ``side_edge_deg`` the side edge's from the vertical (both clockwise on the image,
+    whose y axis points down); a rotation turns both alike, a shear one more than the other, and
+    ``edge_angle_deg`` is the angle between the edges (90: no shear). ``area``: the share of the canvas sampled, its mean and spread over the
     images; ``centres``: (T, 2) mean (x, y) centre of each step's glimpse; ``centre_offset_px``: the mean
     distance from step t's centre to digit t's (to the sequence's, for one glimpse), None without boxes.
     """
@@ -240,7 +241,8 @@ class GlimpseShape:
     area_std: float
     x_edge_px: float
     y_edge_px: float
-    rotation_deg: float
+    top_edge_deg: float
+    side_edge_deg: float
     edge_angle_deg: float
     centres: tuple[tuple[float, float], ...]
     centre_offset_px: float | None = None
@@ -268,14 +270,15 @@ def glimpse_shape(theta: ArrayT, height: int, width: int, boxes: ArrayT | None =
     return GlimpseShape(
         area=float(area.mean()), area_std=float(area.std()),
         x_edge_px=float(np.linalg.norm(x_edge, axis=-1).mean()), y_edge_px=float(np.linalg.norm(y_edge, axis=-1).mean()),
-        rotation_deg=float(np.degrees(np.arctan2(x_edge[..., 1], x_edge[..., 0])).mean()),
+        top_edge_deg=float(np.degrees(np.arctan2(x_edge[..., 1], x_edge[..., 0])).mean()),
+        side_edge_deg=float(np.degrees(np.arctan2(-y_edge[..., 0], y_edge[..., 1])).mean()),
         edge_angle_deg=float(np.degrees(np.arccos(np.clip(cos, -1, 1))).mean()),
         centres=tuple(tuple(float(v) for v in c) for c in corners.mean(-2).mean(0)), centre_offset_px=offset)
 
 
 DIGIT_BOX_AREA = 28 * 28  # px: the generator pastes whole 28 x 28 MNIST digits (their boxes)
 SCORE_COLUMNS = ("row", "run", "images", "step t on digit t", "IoU, steps 1 / 2 / 3", "sequence IoU",
-                 "target inside", "glimpse area", "centre off by", "turned", "edges at")
+                 "target inside", "glimpse area", "centre off by", "top / side edge")
 
 
 def score_rows(saved: SavedAttention) -> list[list[str]]:
@@ -294,7 +297,7 @@ def score_rows(saved: SavedAttention) -> list[list[str]]:
             " / ".join(f"{v:.2f}" for v in score.step_iou) if score.step_iou else "-",
             "-" if score.sequence_iou is None else f"{score.sequence_iou:.2f}",
             f"{100 * score.covered:.0f} %", f"{100 * shape.area:.1f} % ({boxes:.1f} digits)",
-            f"{shape.centre_offset_px:.1f} px", f"{shape.rotation_deg:.0f}°", f"{shape.edge_angle_deg:.0f}°"])
+            f"{shape.centre_offset_px:.1f} px", f"{shape.top_edge_deg:.0f}° / {shape.side_edge_deg:.0f}°"])
     return rows
 
 
@@ -314,12 +317,12 @@ def describe_glimpses(run: AttentionRun, saved: SavedAttention) -> str:
     text += (f". The glimpse {'keeps nearly the same size on every image' if fixed else 'changes size between images'}"
              f" ({100 * shape.area:.1f} ± {100 * shape.area_std:.1f} % of the canvas, {digits:.1f} times a digit's "
              f"28 x 28 box)")
-    turned, sheared = abs(shape.rotation_deg) > 10, abs(shape.edge_angle_deg - 90) > 10
-    if turned or sheared:
-        text += (f", {'turned by ' + format(shape.rotation_deg, '.0f') + '°' if turned else 'upright'}"
-                 f"{' and sheared, its edges at ' + format(shape.edge_angle_deg, '.0f') + '°' if sheared else ''}: "
-                 "the crop shows its digit " + " and ".join(w for w, on in (("rotated", turned), ("sheared", sheared))
-                                                             if on))
+    sheared = abs(shape.edge_angle_deg - 90) > 10
+    turned = not sheared and abs(shape.top_edge_deg) > 10
+    if sheared or turned:
+        how = "sheared" if sheared else "rotated"
+        text += (f"; its top edge slopes at {shape.top_edge_deg:.0f}° and its side at {shape.side_edge_deg:.0f}° from "
+                 f"the vertical (edges at {shape.edge_angle_deg:.0f}°), so the crop shows its digit {how}")
     if not zooms_on_each_digit(score):
         return text + ". The paper says that with d > 1 the model zooms in on each digit: by the rule of the claims " \
                       "table (chapter 4), this run does not."

@@ -75,7 +75,7 @@ ROWS: dict[str, Row] = {row.name: row for row in [
 # Variants of a Table 1 row, each measured against it; trained when named (`rstn train --row NAME`) or by
 # the CPU queue, never by `--all` or `rstn replicate`, which mean Table 1.
 ABLATIONS: dict[str, Row] = {row.name: row for row in [
-    # deviation when trained: bf16 autocast (a GPU window trains in bf16): does it move the result?
+    # deviation: bf16 autocast instead of float32 (a GPU window trains in bf16): does it move the result?
     Row("rnn-spn-d4-bf16", "rnn_spn", 4, None, group="ablation", train=(("bf16", True),),
         compare_with="rnn-spn-d4", note="bf16 autocast instead of float32"),
 ]}

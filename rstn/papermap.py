@@ -124,5 +124,6 @@ def code_marks(package: str | Path | None = None) -> list[tuple[str, str, str, s
 
 def code_marks_table(package: str | Path | None = None) -> Table:
     """:func:`code_marks` as a table."""
-    return Table(["module", "in", "mark", "comment"],
-                 [[f"`{module}`", f"`{scope}`", mark, text] for module, scope, mark, text in code_marks(package)])
+    # plain text in one column: code spans do not wrap, and four narrow columns broke the names
+    return Table(["where", "mark", "comment"],
+                 [[f"{module}: {scope}", mark, text] for module, scope, mark, text in code_marks(package)])

@@ -344,8 +344,8 @@ def load_table(profile: str | None = None, results_dir: str | Path = "results") 
     return table
 
 
-HEADLINE_COLUMNS = ("row", "model", "d", "paper (%)", "ours (%)", "ours - paper", "last epoch (%)", "status",
-                    "epochs", "device", "training time")
+# The row names the model and d; where and how long each run trained is in the run facts (chapter 4).
+HEADLINE_COLUMNS = ("row", "paper (%)", "ours (%)", "ours - paper", "last epoch (%)", "status", "epochs")
 # A run in progress is compared with the paper only once it has passed the first lr decay (after epoch 31):
 # before that its best-so-far error is still far above where the protocol takes it.
 MIN_EPOCHS_TO_COMPARE = 32
@@ -387,7 +387,6 @@ def headline_rows(table: list[TableRecord]) -> list[list[str]]:
     """
     rows = []
     for r in table:
-        d = "-" if r.d is None else str(r.d)
         run, ours_estimate = r.best_so_far, estimate(r)
         paper = Estimate.published(r.paper_error)
         if ours_estimate is not None:
@@ -404,15 +403,14 @@ def headline_rows(table: list[TableRecord]) -> list[list[str]]:
             versus = f"{diff.value:+.2f} so far" if run.epochs_run >= MIN_EPOCHS_TO_COMPARE else "—"
             status, runs = f"in progress (best epoch {run.best_epoch})", [run]
         else:
-            rows.append([r.row, r.model, d, f"{r.paper_error:.1f}", no_result_text(r), "", "", "", "", "", ""])
+            rows.append([r.row, f"{r.paper_error:.1f}", no_result_text(r), "", "", "", ""])
             continue
         if any(x in r.other_config for x in runs):
             status += "; another config than the profile's (`rstn train --force` retrains it)"
         last = last_epoch_error(runs)
         epochs = ", ".join(str(x.epochs_run) for x in runs)
-        devices = ", ".join(sorted({x.device for x in runs}))
-        rows.append([r.row, r.model, d, f"{r.paper_error:.1f}", ours, versus, "" if last is None else f"{last:.2f}",
-                     status, epochs, devices, format_duration(sum(x.wall_time_s for x in runs))])
+        rows.append([r.row, f"{r.paper_error:.1f}", ours, versus, "" if last is None else f"{last:.2f}", status,
+                     epochs])
     return rows
 
 

@@ -16,6 +16,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from rstn.data import SequenceSplit
+from rstn.results import estimate
 
 # One colour per glimpse step (and digit position), in every figure and explorer: Okabe-Ito, which readers
 # with colour-blindness tell apart. rstn.explorers hands it to the browser.
@@ -143,11 +144,11 @@ def plot_table1_by_d(table: Sequence, profile: str, top: float = 6.0) -> Figure:
 
     Args:
         table: the rows of :func:`rstn.results.load_table` (``model``, ``d``, ``paper_error``, ``mean``,
-            ``std``); profile: the profile named in the title and legend.
+            ``test_errors``); profile: the profile named in the title and legend. Error bars: 2 standard errors.
     """
     ours = [r.mean for r in table if r.mean is not None]
     if ours and max(ours) <= 2 * top:
-        top = max(top, 1.1 * max(r.mean + (r.std or 0) for r in table if r.mean is not None))
+        top = max(top, 1.1 * max(r.mean + 2 * estimate(r).se for r in table if r.mean is not None))
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, 4.6))
     above = []  # (x, value, colour) of ours off the top of the axis
 
@@ -163,9 +164,9 @@ def plot_table1_by_d(table: Sequence, profile: str, top: float = 6.0) -> Figure:
         ax.plot([r.d for r in mine], [r.paper_error for r in mine], "--o", ms=3, color=colour, alpha=0.7,
                 label=f"{kind}, paper")
         have = [r for r in mine if r.mean is not None and r.mean <= top]
-        if have:
-            ax.errorbar([r.d for r in have], [r.mean for r in have], yerr=[r.std or 0 for r in have], marker="o",
-                        color=colour, capsize=3, label=f"{kind}, ours ({profile})")
+        if have:  # the bars: 2 standard errors (`rstn.results.estimate`), the margin Table 1 judges by
+            ax.errorbar([r.d for r in have], [r.mean for r in have], yerr=[2 * estimate(r).se for r in have],
+                        marker="o", color=colour, capsize=3, label=f"{kind}, ours ({profile}) ± 2 SE")
         for r in mine:
             if r.mean is not None and r.mean > top:
                 mark_above(r.d + (0.09 if kind == "FFN-SPN" else -0.09), r.mean, colour)
@@ -253,7 +254,7 @@ def plot_learning_curves(runs: Sequence, table: Sequence, profile: str) -> Figur
     axes[0][0].set(ylabel="validation per-digit error (%)", ylim=(1, 100))
     if any_decay:
         fig.text(0.01, 0.01, "dotted: learning rate divided by 1.5 after that epoch", color="gray")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 if any_decay else 0, 1, 1))  # room for the note under the axes
     return fig
 
 

@@ -142,13 +142,13 @@ def test_headline_rows_show_finished_in_progress_and_missing_rows(tmp_path):
     write_run(tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / "run.json", running)
     rows = {r[0]: r for r in headline_rows(load_table("smoke", tmp_path))}
     # 40 % on 30,000 digits: SE 0.283 points; against the paper's 2.3 % (SE 0.087): 37.70 / 0.296 = 127.5 SE
-    assert rows["rnn-spn-d4"][4:9] == ["40.00 ± 0.28", "+37.70, worse (127.5 SE)", "40.00", "finished", "1"]
+    assert rows["rnn-spn-d4"][1:] == ["2.3", "40.00 ± 0.28", "+37.70, worse (127.5 SE)", "40.00", "finished", "1"]
     # one epoch in progress: best so far, marked, and not compared before epoch 32
-    assert rows["ffn-spn-d4"][4:8] == ["40.00 ± 0.28 so far", "—", "40.00", "in progress (best epoch 0)"]
-    assert rows["conv-net"][4] == "not run yet (needs a GPU)" == rows["rnn-spn-d1"][4]
-    assert rows["rnn-spn-d3"][4] == "not run yet (queued on the CPU)"
+    assert rows["ffn-spn-d4"][2:6] == ["40.00 ± 0.28 so far", "—", "40.00", "in progress (best epoch 0)"]
+    assert rows["conv-net"][2] == "not run yet (needs a GPU)" == rows["rnn-spn-d1"][2]
+    assert rows["rnn-spn-d3"][2] == "not run yet (queued on the CPU)"
     text = markdown_table(HEADLINE_COLUMNS, rows.values())
-    assert text.splitlines()[0].startswith("| row | model |") and len(text.splitlines()) == 11
+    assert text.splitlines()[0].startswith("| row | paper (%) |") and len(text.splitlines()) == 11
 
 
 def test_headline_summary_says_which_rows_match_the_paper_and_what_the_rest_wait_for(tmp_path):
@@ -184,9 +184,9 @@ def test_headline_rows_name_a_run_with_no_epoch_yet_and_a_diverged_row(tmp_path)
                            config=run_config("ffn-spn-d3", "smoke", seed=0).to_dict())
     write_run(tmp_path / "smoke" / "ffn-spn-d3" / "seed0" / "run.json", diverged)
     rows = {r[0]: r for r in headline_rows(load_table("smoke", tmp_path))}
-    assert rows["rnn-spn-d3"][4] == "in progress: no epoch finished yet"
-    assert rows["ffn-spn-d3"][4] == "diverged (1 run; see the run facts)"
-    assert rows["rnn-spn-d2"][4] == "not run yet (queued on the CPU)"
+    assert rows["rnn-spn-d3"][2] == "in progress: no epoch finished yet"
+    assert rows["ffn-spn-d3"][2] == "diverged (1 run; see the run facts)"
+    assert rows["rnn-spn-d2"][2] == "not run yet (queued on the CPU)"
 
 
 def test_runs_with_another_config_than_the_profiles_are_marked(tmp_path):
@@ -199,8 +199,8 @@ def test_runs_with_another_config_than_the_profiles_are_marked(tmp_path):
     table = {r.row: r for r in load_table("smoke", tmp_path)}
     assert table["rnn-spn-d4"].other_config == () and table["ffn-spn-d4"].other_config == (other,)
     rows = {r[0]: r for r in headline_rows(list(table.values()))}
-    assert rows["rnn-spn-d4"][7] == "finished"
-    assert rows["ffn-spn-d4"][7].startswith("finished; another config than the profile's")
+    assert rows["rnn-spn-d4"][5] == "finished"
+    assert rows["ffn-spn-d4"][5].startswith("finished; another config than the profile's")
     line = next(s for s in format_table(list(table.values())).splitlines() if s.startswith("ffn-spn-d4"))
     assert "1 made with another config than the profile's" in line
 
