@@ -295,3 +295,27 @@ def test_a_profile_whose_only_attention_is_a_diverged_runs_is_passed_over(saved_
                                                     status="diverged", stop_reason="non_finite_loss", error="nan"))
     shutil.copy(smoke / "attention.npz", paper / "attention.npz")
     assert attention.load_saved_attention(copy).profile == "smoke"
+
+
+def test_glimpse_shape_of_known_transforms():
+    import math
+
+    from rstn.attention import glimpse_shape
+
+    def theta(a, b, c, d, tx=0.0, ty=0.0):
+        return np.array([[[[a, b, tx], [c, d, ty]]]])  # (N=1, T=1, 2, 3)
+
+    identity = glimpse_shape(theta(1, 0, 0, 1), 100, 100)
+    # the corner samples sit on pixel centres 0.5 .. 99.5: a 99 x 99 px parallelogram
+    assert identity.area == pytest.approx(0.99 ** 2) and identity.x_edge_px == pytest.approx(99)
+    assert (identity.top_edge_deg, identity.side_edge_deg, identity.edge_angle_deg) == pytest.approx((0, 0, 90))
+    assert identity.centres[0] == pytest.approx((50.0, 50.0))
+    half = glimpse_shape(theta(0.5, 0, 0, 0.5, tx=0.5), 100, 100)
+    assert half.area == pytest.approx(0.99 ** 2 / 4) and half.centres[0][0] == pytest.approx(50 + 0.5 * 49.5)
+    r = math.radians(30)  # a rotation turns both edges alike, clockwise on the image (y down)
+    turned = glimpse_shape(theta(math.cos(r), -math.sin(r), math.sin(r), math.cos(r)), 100, 100)
+    assert (turned.top_edge_deg, turned.side_edge_deg, turned.edge_angle_deg) == pytest.approx((30, 30, 90))
+    sheared = glimpse_shape(theta(1, 0, 1, 1), 100, 100)  # the top edge slopes 45 degrees, the side stays
+    assert (sheared.top_edge_deg, sheared.side_edge_deg, sheared.edge_angle_deg) == pytest.approx((45, 0, 45))
+    boxes = np.array([[[36.0, 36.0, 64.0, 64.0]]])  # one digit box around the centre
+    assert glimpse_shape(theta(1, 0, 0, 1), 100, 100, boxes).centre_offset_px == pytest.approx(0.0)
