@@ -297,8 +297,12 @@ def score_rows(saved: SavedAttention) -> list[list[str]]:
             " / ".join(f"{v:.2f}" for v in score.step_iou) if score.step_iou else "-",
             "-" if score.sequence_iou is None else f"{score.sequence_iou:.2f}",
             f"{100 * score.covered:.0f} %", f"{100 * shape.area:.1f} % ({boxes:.1f} digits)",
-            f"{shape.centre_offset_px:.1f} px", f"{shape.top_edge_deg:.0f}° / {shape.side_edge_deg:.0f}°"])
+            f"{shape.centre_offset_px:.1f} px", f"{_degrees(shape.top_edge_deg)} / {_degrees(shape.side_edge_deg)}"])
     return rows
+
+
+def _degrees(angle: float) -> str:
+    return f"{round(angle) + 0}°"  # + 0: no "-0°"
 
 
 def describe_glimpses(run: AttentionRun, saved: SavedAttention) -> str:

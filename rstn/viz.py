@@ -279,7 +279,10 @@ def plot_run_curves(record, paper_error: float | None = None) -> Figure:
         error_ax.axhline(paper_error, color="black", ls="--", lw=0.8, label="paper (test)")
     error_ax.set(xlabel="epoch", ylabel="per-digit error (%)", title=f"{record.row} ({record.profile!r})")
     if len(epochs) >= 30:  # a long run falls from chance to a few per cent: a log axis shows both
+        from matplotlib.ticker import FuncFormatter
+
         error_ax.set_yscale("log")
+        error_ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 1, 10, 100
     error_ax.legend(loc="upper right")
     for ax in (loss_ax, error_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))  # epochs are whole
