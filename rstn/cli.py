@@ -141,8 +141,24 @@ def _add_train(subparsers) -> None:
                    help="epochs between checkpoints; a kill loses at most N epochs (default: %(default)s)")
     p.add_argument("--progress", choices=("auto", "bar", "text", "none"), default="auto")
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="FIELD=VALUE",
-                   help="override TrainConfig fields, e.g. --set max_epochs=3 bf16=true (part of the config)")
+                   help="override config fields, part of the run's config: train fields bare or as train.NAME "
+                        "(--set max_epochs=3 bf16=true), model.NAME and data.NAME for the model and the data "
+                        "(--set model.dropout=0.25 data.x_placement=random)")
     p.set_defaults(func=_cmd_train)
+
+
+def _parse_sections(items: list[str]) -> dict[str, dict]:
+    """--set items as {"model": {...}, "data": {...}, "train": {...}}: model.NAME, data.NAME, train.NAME or a
+    bare NAME (a trainer field)."""
+    sections: dict[str, dict] = {"model": {}, "data": {}, "train": {}}
+    for key, value in _parse_overrides(items).items():
+        section, dot, name = key.partition(".")
+        if not dot:
+            section, name = "train", key
+        if section not in sections:
+            raise ValueError(f"--set {key}: the section must be model, data or train, got {section!r}")
+        sections[section][name] = value
+    return sections
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -181,8 +197,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         outcomes = train_configs(configs, resume=True, **common)
     else:
         rows = None if args.all else args.row
-        outcomes = train_all(rows, args.profile, args.seeds, resume=args.resume, **common,
-                             **_parse_overrides(args.overrides))
+        sets = _parse_sections(args.overrides)
+        outcomes = train_all(rows, args.profile, args.seeds, resume=args.resume, model=sets["model"],
+                             data=sets["data"], **common, **sets["train"])
 
     failed = [o for o in outcomes if isinstance(o, Exception)]
     other_config = sum(isinstance(o, ConfigChangedError) for o in failed)
@@ -243,8 +260,6 @@ def _add_sweep(subparsers) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    import json
-
     from rstn import sweep
     from rstn.progress import counted, parse_duration
 

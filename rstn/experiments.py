@@ -38,8 +38,8 @@ from rstn.train import TrainConfig
 class Row:
     """One model to train: a row of Table 1 (group "table1"), or a variant measured against one.
 
-    train: TrainConfig fields this row sets (before a profile's and the command line's), e.g.
-    (("bf16", True),); compare_with: the row it is measured against (variants only).
+    model, data, train: the config fields this row sets, over the profile's and under the command line's;
+    compare_with: the row it is measured against (variants only).
     """
 
     name: str
@@ -47,7 +47,9 @@ class Row:
     d: int | None  # the down-sampling factor; None for the conv net
     paper_error: float | None  # Table 1's per-digit test error (%); None for a variant the paper did not run
     group: str = "table1"  # "table1" | "ablation"
-    train: tuple[tuple[str, Any], ...] = ()
+    model: tuple[tuple[str, Any], ...] = ()  # ModelConfig fields this row sets, e.g. (("sampler", "lasagne2015"),)
+    data: tuple[tuple[str, Any], ...] = ()  # SequenceConfig fields
+    train: tuple[tuple[str, Any], ...] = ()  # TrainConfig fields
     compare_with: str | None = None
     note: str = ""  # what a variant tests, in a few words
 
@@ -78,6 +80,14 @@ ABLATIONS: dict[str, Row] = {row.name: row for row in [
     # deviation: bf16 autocast instead of float32 (a GPU window trains in bf16): does it move the result?
     Row("rnn-spn-d4-bf16", "rnn_spn", 4, None, group="ablation", train=(("bf16", True),),
         compare_with="rnn-spn-d4", note="bf16 autocast instead of float32"),
+    Row("rnn-spn-d3-lasagne2015", "rnn_spn", 3, None, group="ablation", model=(("sampler", "lasagne2015"),),
+        compare_with="rnn-spn-d3", note="the sampler the authors ran (Lasagne's before 2015-09-29)"),
+    # its test set is drawn by the other generator too: the comparison is across data sets
+    Row("rnn-spn-d3-papertext", "rnn_spn", 3, None, group="ablation",
+        data=(("x_placement", "random"), ("slope_range", (-28, 28))), compare_with="rnn-spn-d3",
+        note="the generator as the paper's text describes it: random x, slopes up to 45°"),
+    Row("rnn-spn-d3-fixed-h0", "rnn_spn", 3, None, group="ablation", model=(("gru_learn_init", False),),
+        compare_with="rnn-spn-d3", note="the GRU starts from a fixed zero state, not a learned one"),
 ]}
 REGISTRY: dict[str, Row] = ROWS | ABLATIONS  # every row a run may name
 
@@ -108,10 +118,11 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
 PROFILE_CHOICES = (*PROFILES, "auto")
 # The paper profile's runs on a 2-core CPU, (row, seed), in the order the queue trains them (a run that
 # can resume goes first, see rstn.queue): the finished seed-0 rows, the rest of seed 0, the bf16 A/B run,
-# then more seeds. The d = 1 rows and the conv net need a GPU (measured epoch times: benchmarks/README.md).
+# the ablations, then more seeds. The d = 1 rows and the conv net need a GPU (measured epoch times: benchmarks/README.md).
 CPU_QUEUE: tuple[tuple[str, int], ...] = (
     ("rnn-spn-d4", 0), ("ffn-spn-d4", 0), ("rnn-spn-d3", 0),
     ("ffn-spn-d3", 0), ("rnn-spn-d2", 0), ("rnn-spn-d4-bf16", 0), ("ffn-spn-d2", 0),
+    ("rnn-spn-d3-lasagne2015", 0), ("rnn-spn-d3-papertext", 0), ("rnn-spn-d3-fixed-h0", 0),
     *((row, seed) for row in ("rnn-spn-d2", "rnn-spn-d3", "rnn-spn-d4") for seed in (1, 2)),
     *((row, seed) for row in ("ffn-spn-d2", "ffn-spn-d3", "ffn-spn-d4") for seed in (1, 2)),
 )
@@ -159,29 +170,42 @@ class RunConfig:
 
 
 def run_config(row: str, profile: str = "auto", seed: int = 0, *, device: str | torch.device | None = None,
+               model: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None,
                **train_overrides: Any) -> RunConfig:
-    """The resolved config of (row, profile, seed): the profile's trainer, the row's `train` fields, then
-    `train_overrides` (TrainConfig fields)."""
+    """The resolved config of (row, profile, seed): the profile's data sizes and trainer, the row's own
+    `model`, `data` and `train` fields, then the caller's: `model` (ModelConfig fields), `data`
+    (SequenceConfig fields) and `train_overrides` (TrainConfig fields)."""
     row_ = get_row(row)
     prof = resolve_profile(profile, device)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise RegistryError(f"seed {seed!r}: a training seed is an integer >= 0")
-    hints = typing.get_type_hints(TrainConfig)
-    unknown = sorted(set(train_overrides) - set(hints))
+    sizes = SequenceConfig(n_train=prof.n_train, n_valid=prof.n_valid, n_test=prof.n_test)
+    base = {"model": row_.model_config(**dict(row_.model)), "data": dataclasses.replace(sizes, **dict(row_.data)),
+            "train": dataclasses.replace(prof.train, **dict(row_.train))}
+    chosen = {"model": dict(model or {}), "data": dict(data or {}), "train": train_overrides}
+    resolved = {section: _override(section, base[section], fields) for section, fields in chosen.items()}
+    return RunConfig(row=row_.name, profile=prof.name, seed=int(seed), **resolved)
+
+
+def _override(section: str, config: Any, fields: Mapping[str, Any]) -> Any:
+    """`config` (a config dataclass) with `fields` replaced, each checked against its annotation."""
+    cls = type(config)
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(fields) - set(hints))
     if unknown:
-        raise RegistryError(f"unknown TrainConfig field(s) {unknown}; valid: {', '.join(sorted(hints))}")
-    for name, value in train_overrides.items():
+        raise RegistryError(f"unknown {cls.__name__} field(s) {unknown}; valid {section} fields: "
+                            f"{', '.join(sorted(hints))}")
+    for name, value in fields.items():
         if not _fits(value, hints[name]):
-            kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[hints[name]]
-            raise RegistryError(f"{name}={value!r}: {name} must be {kind} "
-                                f"(the default is {getattr(prof.train, name)!r})")
-    try:  # the row's own trainer fields, then the caller's
-        train = dataclasses.replace(prof.train, **(dict(row_.train) | train_overrides))
+            kind = _KINDS.get(hints[name], str(hints[name]))
+            raise RegistryError(f"{name}={value!r}: {name} must be {kind} (the default is {getattr(config, name)!r})")
+    try:
+        return dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     except (TypeError, ValueError) as err:
-        raise RegistryError(f"invalid TrainConfig override {train_overrides}: {err}") from None
-    data = SequenceConfig(n_train=prof.n_train, n_valid=prof.n_valid, n_test=prof.n_test)
-    return RunConfig(row=row_.name, profile=prof.name, seed=int(seed), model=row_.model_config(), data=data,
-                     train=train)
+        raise RegistryError(f"invalid {cls.__name__} override {dict(fields)}: {err}") from None
+
+
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 SECTIONS = {"model": ModelConfig, "data": SequenceConfig, "train": TrainConfig}  # RunConfig's nested configs
@@ -225,8 +249,15 @@ def is_profile_config(config: Mapping) -> bool:
     return same_config(config, today.to_dict())
 
 
-def _fits(value: Any, hint: type) -> bool:
-    """A --set value for a TrainConfig field: bool for bool, int (not bool) for int, a number for float."""
+def _fits(value: Any, hint: Any) -> bool:
+    """A --set value for a config field: bool for bool, int (not bool) for int, a number for float, a list of
+    the items' type for a tuple."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
+    if origin is not None:  # a union such as int | None: any of its members
+        return any(_fits(value, a) if a is not type(None) else value is None for a in typing.get_args(hint))
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rstn.experiments import ABLATIONS, CPU_QUEUE, PROFILES, REGISTRY, ROWS, get_row, is_profile_config, resolve_profile
+from rstn.data import SequenceConfig
 from rstn.progress import counted, format_duration
 from rstn.uncertainty import Difference, Estimate
 
@@ -366,9 +367,21 @@ def no_result_text(record: TableRecord) -> str:
     return not_run_text(record.row)
 
 
+def test_digits(profile: str) -> int:
+    """How many test digits a run of `profile` is scored on (the paper profile: 30,000)."""
+    return PROFILES[profile].n_test * SequenceConfig.n_digits
+
+
 def estimate(record: TableRecord) -> Estimate | None:
     """A row's finished result with its standard error (`rstn.uncertainty`); None before one."""
-    return Estimate.of_runs(record.test_errors) if record.test_errors else None
+    return Estimate.of_runs(record.test_errors, test_digits(record.profile)) if record.test_errors else None
+
+
+def run_estimate(run: RunRecord) -> Estimate:
+    """One run's best(-so-far) test error with its standard error on the run's own test split."""
+    data = run.config["data"]
+    n_digits = data.get("n_test", PROFILES[run.profile].n_test) * data.get("n_digits", SequenceConfig.n_digits)
+    return Estimate.of_runs([100 * run.test_error], n_digits)
 
 
 def last_epoch_error(runs: Iterable[RunRecord]) -> float | None:
@@ -397,7 +410,7 @@ def headline_rows(table: list[TableRecord]) -> list[list[str]]:
             status = "finished" + (f" ({r.n_seeds} seeds)" if r.n_seeds > 1 else "")
             runs = list(r.finished_runs)
         elif run is not None:
-            so_far = Estimate.of_runs([100 * run.test_error])
+            so_far = run_estimate(run)
             ours = f"{so_far.value:.2f} ± {so_far.se:.2f} so far"
             diff = Difference.between(so_far, paper)
             versus = f"{diff.value:+.2f} so far" if run.epochs_run >= MIN_EPOCHS_TO_COMPARE else "—"
@@ -459,10 +472,10 @@ def variant_rows(profile: str = "paper", results_dir: str | Path = "results", se
             if run is None or run.test_error is None:
                 cells.append("not run yet" if run is None else "no epoch yet")
             else:
-                se = Estimate.of_runs([100 * run.test_error]).se
+                se = run_estimate(run).se
                 cells.append(f"{100 * run.test_error:.2f} ± {se:.2f}" + ("" if run.finished else " so far"))
         both = mine is not None and base is not None and mine.finished and base.finished
-        diff = Difference.between(*(Estimate.of_runs([100 * r.test_error]) for r in (mine, base))) if both else None
+        diff = Difference.between(run_estimate(mine), run_estimate(base)) if both else None
         versus = f"{diff.value:+.2f} ({abs(diff.z):.1f} SE)" if diff is not None else "—"
         status = "not run yet" if mine is None else \
             mine.status + ("" if mine.finished else f", {counted(mine.epochs_run, 'epoch')}")

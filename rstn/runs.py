@@ -394,12 +394,14 @@ def train_row(row: str, profile: str = "auto", seed: int = 0, *, results_dir: st
 def train_all(rows: Iterable[str] | None = None, profile: str = "auto", seeds: Iterable[int] = (0,), *,
               results_dir: str | Path = "results", checkpoint_root: str | Path | None = None,
               device: str | None = None, resume: bool = False, force: bool = False, budget_s: float | None = None,
-              checkpoint_every: int = 1, progress: str | bool | None = "auto",
-              **train_overrides: Any) -> list[RunResult | Exception]:
+              checkpoint_every: int = 1, progress: str | bool | None = "auto", model: Mapping | None = None,
+              data: Mapping | None = None, **train_overrides: Any) -> list[RunResult | Exception]:
     """`rstn train`: rows (default: Table 1) x seeds one after another, each to its protocol's end, under
-    one time budget (`train_configs`)."""
+    one time budget (`train_configs`). `model`, `data` and `train_overrides` replace config fields
+    (`rstn.experiments.run_config`)."""
     names = [get_row(r).name for r in rows] if rows is not None else list(ROWS)
-    configs = [run_config(r, profile, s, device=device, **train_overrides) for r in names for s in seeds]
+    configs = [run_config(r, profile, s, device=device, model=model, data=data, **train_overrides)
+               for r in names for s in seeds]
     return train_configs(configs, results_dir=results_dir, checkpoint_root=checkpoint_root, device=device,
                          resume=resume, force=force, budget_s=budget_s, checkpoint_every=checkpoint_every,
                          progress=progress)

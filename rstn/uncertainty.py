@@ -35,10 +35,11 @@ class Estimate:
     n_seeds: int = 1
 
     @classmethod
-    def of_runs(cls, errors_pct: Sequence[float]) -> Estimate:
-        """The mean of one or more seeds' errors; its SE: the seed spread / sqrt(n), at least the test SE."""
+    def of_runs(cls, errors_pct: Sequence[float], n_digits: int = N_TEST_DIGITS) -> Estimate:
+        """The mean of one or more seeds' errors, each measured on `n_digits` test digits; its SE: the seed
+        spread / sqrt(n), at least the test SE."""
         mean = statistics.fmean(errors_pct)
-        se = digit_error_se(mean) / math.sqrt(len(errors_pct))
+        se = digit_error_se(mean, n_digits) / math.sqrt(len(errors_pct))
         if len(errors_pct) > 1:
             se = max(se, statistics.stdev(errors_pct) / math.sqrt(len(errors_pct)))
         return cls(mean, se, len(errors_pct))

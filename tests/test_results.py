@@ -141,10 +141,11 @@ def test_headline_rows_show_finished_in_progress_and_missing_rows(tmp_path):
                           config=run_config("ffn-spn-d4", "smoke", seed=0).to_dict())
     write_run(tmp_path / "smoke" / "ffn-spn-d4" / "seed0" / "run.json", running)
     rows = {r[0]: r for r in headline_rows(load_table("smoke", tmp_path))}
-    # 40 % on 30,000 digits: SE 0.283 points; against the paper's 2.3 % (SE 0.087): 37.70 / 0.296 = 127.5 SE
-    assert rows["rnn-spn-d4"][1:] == ["2.3", "40.00 ± 0.28", "+37.70, worse (127.5 SE)", "40.00", "finished", "1"]
+    # 40 % on the smoke profile's 300 test digits: SE 2.83 points; against the paper's 2.3 % (SE 0.087, on
+    # 30,000 digits): 37.70 / 2.83 = 13.3 SE
+    assert rows["rnn-spn-d4"][1:] == ["2.3", "40.00 ± 2.83", "+37.70, worse (13.3 SE)", "40.00", "finished", "1"]
     # one epoch in progress: best so far, marked, and not compared before epoch 32
-    assert rows["ffn-spn-d4"][2:6] == ["40.00 ± 0.28 so far", "—", "40.00", "in progress (best epoch 0)"]
+    assert rows["ffn-spn-d4"][2:6] == ["40.00 ± 2.83 so far", "—", "40.00", "in progress (best epoch 0)"]
     assert rows["conv-net"][2] == "not run yet (needs a GPU)" == rows["rnn-spn-d1"][2]
     assert rows["rnn-spn-d3"][2] == "not run yet (queued on the CPU)"
     text = markdown_table(HEADLINE_COLUMNS, rows.values())
