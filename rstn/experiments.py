@@ -193,8 +193,8 @@ def _override(section: str, config: Any, fields: Mapping[str, Any]) -> Any:
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(fields) - set(hints))
     if unknown:
-        raise RegistryError(f"unknown {cls.__name__} field(s) {unknown}; valid {section} fields: "
-                            f"{', '.join(sorted(hints))}")
+        raise RegistryError(f"unknown {cls.__name__} field(s) {unknown}; valid: {', '.join(sorted(hints))} "
+                            f"(--set {section}.NAME)")
     for name, value in fields.items():
         if not _fits(value, hints[name]):
             kind = _KINDS.get(hints[name], str(hints[name]))

@@ -140,8 +140,8 @@ class SweepPlan:
     @property
     def trained(self) -> tuple[RunConfig, ...]:
         """The runs the lanes train, in the order of `configs`."""
-        dealt = {id(c) for lane in self.lanes for c in lane}
-        return tuple(c for c in self.configs if id(c) in dealt)
+        left_alone = {(c.row, c.seed) for c, _ in self.kept}
+        return tuple(c for c in self.configs if (c.row, c.seed) not in left_alone)
 
 
 def plan(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], concurrency: int,
@@ -159,8 +159,8 @@ def plan(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], concurr
     kept = []
     if results_dir is not None:
         kept = [(c, why) for c in configs if (why := why_not_train(c, results_dir, checkpoint_root)) is not None]
-    skip = {id(c) for c, _ in kept}
-    todo = [c for c in configs if id(c) not in skip]
+    left_alone = {(c.row, c.seed) for c, _ in kept}
+    todo = [c for c in configs if (c.row, c.seed) not in left_alone]
     lanes: list[list[RunConfig]] = [[] for _ in range(min(concurrency, len(todo)))]
     load = [0.0] * len(lanes)
     for config in sorted(todo, key=lambda c: -cost(c.row)):
@@ -347,8 +347,10 @@ def sweep(rows: Iterable[str] | None, profile: str, seeds: Iterable[int], *, exe
                                                   + (lines[-1] if lines else ""))
     for s in summaries:
         error = "" if s.get("test_error") is None else f", test error {100 * s['test_error']:.2f}%"
-        if "error" in s or "reason" in s:
-            error = f": {s.get('error') or s['reason']}"
+        if "error" in s:
+            error = f": {s['error']}"
+        if "reason" in s:
+            error = " (not trained: said above)"
         memory = f", peak GPU memory {s['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in s else ""
         print(f"sweep: {s['row']}/seed{s['seed']}: {s['status']}"
               + (f" after {s['epochs']} epochs" if "epochs" in s else "") + error + memory, flush=True)

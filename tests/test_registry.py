@@ -44,7 +44,7 @@ def test_set_reaches_the_model_and_the_data_and_names_a_bad_field(capsys):
         "model": {"dropout": 0.25}, "data": {"x_placement": "random"}, "train": {"lr": 1e-3, "bf16": True}}
     config = run_config("rnn-spn-d4", "smoke", model={"dropout": 0.25}, data={"slope_range": [-28, 28]})
     assert config.model.dropout == 0.25 and config.data.slope_range == (-28, 28)
-    with pytest.raises(RegistryError, match=r"unknown SequenceConfig field\(s\) \['nope'\]; valid data fields"):
+    with pytest.raises(RegistryError, match=r"unknown SequenceConfig field\(s\) \['nope'\]; valid: canvas_size, .* \(--set data.NAME\)"):
         run_config("rnn-spn-d4", "smoke", data={"nope": 1})
     assert main(["train", "--row", "rnn-spn-d4", "--profile", "smoke", "--set", "data.nope=1"]) == 2
     err = capsys.readouterr().err.strip()
