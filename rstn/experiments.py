@@ -249,6 +249,30 @@ def is_profile_config(config: Mapping) -> bool:
     return same_config(config, today.to_dict())
 
 
+BF16_FIELD = "train.bf16"  # the one config field whose difference is a named deviation, not another run
+
+
+def differences_but_bf16(old: Mapping, new: Mapping) -> list[tuple[str, Any, Any]]:
+    """`config_differences` of two RunConfig dicts, train.bf16 left out: what makes them two experiments
+    rather than one row in two precisions."""
+    return [d for d in config_differences(old, new) if d[0] != BF16_FIELD]
+
+
+def bf16_deviation(config: Mapping) -> bool:
+    """Is a record's config (run.json's) its row's profile config as the registry gives it today, in bf16
+    autocast: train.bf16 true where the row and profile say false, every other field the same?
+
+    Such a run is that row in bf16 (a GPU window trains the heavy rows so), kept in the row's own folder;
+    the table labels it "bf16 (deviation)" rather than "another config". False for a variant whose row
+    sets bf16 itself (rnn-spn-d4-bf16: its profile config) and for a config that is not a run's.
+    """
+    try:
+        today = run_config(config["row"], config["profile"], seed=config["seed"]).to_dict()
+    except (KeyError, TypeError, RegistryError):
+        return False
+    return config_differences(today, config) == [(BF16_FIELD, False, True)]
+
+
 def _fits(value: Any, hint: Any) -> bool:
     """A --set value for a config field: bool for bool, int (not bool) for int, a number for float, a list of
     the items' type for a tuple."""

@@ -24,7 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rstn.experiments import ABLATIONS, CPU_QUEUE, PROFILES, REGISTRY, ROWS, get_row, is_profile_config, resolve_profile
+from rstn.experiments import (
+    ABLATIONS,
+    CPU_QUEUE,
+    PROFILES,
+    REGISTRY,
+    ROWS,
+    bf16_deviation,
+    get_row,
+    is_profile_config,
+    resolve_profile,
+)
 from rstn.data import SequenceConfig
 from rstn.progress import counted, format_duration
 from rstn.uncertainty import Difference, Estimate
@@ -291,6 +301,7 @@ class TableRecord:
     running: tuple[RunRecord, ...] = ()  # in-progress runs, best-so-far numbers in their `final`
     finished_runs: tuple[RunRecord, ...] = ()
     other_config: tuple[RunRecord, ...] = ()  # runs above made with another config than the profile's today
+    bf16: tuple[RunRecord, ...] = ()  # runs above that are the profile's config in bf16 (a named deviation)
 
     @property
     def n_seeds(self) -> int:
@@ -341,7 +352,9 @@ def load_table(profile: str | None = None, results_dir: str | Path = "results") 
             best_epochs=tuple(r.best_epoch for r in done), devices=tuple(sorted({r.device for r in done})),
             n_diverged=sum(r.status == "diverged" for r in mine),
             running=tuple(r for r in mine if r.status == "running"), finished_runs=tuple(done),
-            other_config=tuple(r for r in mine if r.status != "diverged" and not is_profile_config(r.config))))
+            other_config=tuple(r for r in mine if r.status != "diverged" and not is_profile_config(r.config)
+                               and not bf16_deviation(r.config)),
+            bf16=tuple(r for r in mine if bf16_deviation(r.config))))
     return table
 
 
@@ -420,6 +433,8 @@ def headline_rows(table: list[TableRecord]) -> list[list[str]]:
             continue
         if any(x in r.other_config for x in runs):
             status += "; another config than the profile's (`rstn train --force` retrains it)"
+        if any(x in r.bf16 for x in runs):
+            status += "; bf16 (deviation)"
         last = last_epoch_error(runs)
         epochs = ", ".join(str(x.epochs_run) for x in runs)
         rows.append([r.row, f"{r.paper_error:.1f}", ours, versus, "" if last is None else f"{last:.2f}", status,
@@ -579,6 +594,8 @@ def format_table(table: list[TableRecord]) -> str:
             notes.append(f"{r.n_diverged} diverged")
         if r.other_config:
             notes.append(f"{len(r.other_config)} made with another config than the profile's")
+        if r.bf16:
+            notes.append(f"{len(r.bf16)} in bf16 (deviation)")
         devices = ", ".join(r.devices or sorted({run.device for run in r.running})) or "-"
         lines.append(f"{r.row:<12} {r.model:<8} {r.d if r.d is not None else '-':>2} {r.paper_error:>6.1f}  "
                      f"{ours:<15} {se:>5} {last:>6} {r.n_seeds:>2}  {seq:>8}  {devices}"

@@ -29,18 +29,17 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rstn.checkpoints import PACK_NAME
 from rstn.experiments import (
     ROWS,
-    RegistryError,
     RunConfig,
     config_differences,
     describe_differences,
+    differences_but_bf16,
     get_row,
     run_config,
     run_dir,
@@ -62,30 +61,6 @@ COST = {"rnn-spn-d1": 0.616, "rnn-spn-d2": 0.149, "rnn-spn-d3": 0.064, "rnn-spn-
 def cost(row: str) -> float:
     """COST of a row; a variant costs what the Table 1 row it varies does (the same arithmetic)."""
     return COST[row] if row in COST else COST[get_row(row).compare_with]
-
-
-BF16_FIELD = "train.bf16"  # the one config field whose difference is a named deviation, not another run
-
-
-def differences_but_bf16(old: Mapping, new: Mapping) -> list[tuple[str, Any, Any]]:
-    """`config_differences` of two RunConfig dicts, train.bf16 left out: what makes them two experiments
-    rather than one row in two precisions."""
-    return [d for d in config_differences(old, new) if d[0] != BF16_FIELD]
-
-
-def bf16_deviation(config: Mapping) -> bool:
-    """Is a record's config (run.json's) its row's profile config as the registry gives it today, in bf16
-    autocast: train.bf16 true where the row and profile say false, every other field the same?
-
-    Such a run is that row in bf16 (a GPU window trains the heavy rows so), kept in the row's own folder;
-    the table labels it "bf16 (deviation)" rather than "another config". False for a variant whose row
-    sets bf16 itself (rnn-spn-d4-bf16: its profile config) and for a config that is not a run's.
-    """
-    try:
-        today = run_config(config["row"], config["profile"], seed=config["seed"]).to_dict()
-    except (KeyError, TypeError, RegistryError):
-        return False
-    return config_differences(today, config) == [(BF16_FIELD, False, True)]
 
 
 def resume_source(config: RunConfig, results_dir: str | Path, checkpoint_root: str | Path | None = None

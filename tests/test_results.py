@@ -259,3 +259,15 @@ def test_run_facts_name_commits_and_processors():
     assert row[-2] == "cpu (2 cores, 2 threads); AMD EPYC 7B13; Intel(R) Xeon(R) Processor"
     (old,) = run_facts_rows([make_record()])
     assert old[-2] == "cpu (2 cores, 2 threads)" and old[-1] == "abc"
+
+
+def test_a_run_in_bf16_is_its_row_labelled_as_a_deviation_not_another_config(tmp_path):
+    from rstn.results import headline_rows
+
+    bf16 = make_record(row="rnn-spn-d1", config=run_config("rnn-spn-d1", "smoke", seed=0, bf16=True).to_dict())
+    write_run(tmp_path / "smoke" / "rnn-spn-d1" / "seed0" / "run.json", bf16)
+    table = {r.row: r for r in load_table("smoke", tmp_path)}
+    assert table["rnn-spn-d1"].bf16 == (bf16,) and table["rnn-spn-d1"].other_config == ()
+    assert table["rnn-spn-d1"].n_seeds == 1  # it counts as the row's own result
+    row = {r[0]: r for r in headline_rows(list(table.values()))}["rnn-spn-d1"]
+    assert row[5] == "finished; bf16 (deviation)"

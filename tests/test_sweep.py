@@ -8,7 +8,7 @@ import tarfile
 import pytest
 import torch
 
-from rstn import sweep
+from rstn import experiments, sweep
 from rstn.experiments import run_config
 from rstn.results import RUN_FILE, read_run, without_timing
 
@@ -273,11 +273,11 @@ def test_unpack_keeps_a_record_of_another_config_but_not_of_another_precision(tm
 
 
 def test_bf16_deviation_is_the_profile_config_in_bf16():
-    assert sweep.bf16_deviation(run_config("rnn-spn-d1", "paper", 0, bf16=True).to_dict())
-    assert not sweep.bf16_deviation(run_config("rnn-spn-d1", "paper", 0).to_dict())
-    assert not sweep.bf16_deviation(run_config("rnn-spn-d1", "paper", 0, bf16=True, max_epochs=3).to_dict())
-    assert not sweep.bf16_deviation(run_config("rnn-spn-d4-bf16", "paper", 0).to_dict())  # its own config
-    assert not sweep.bf16_deviation({"row": "no-such-row", "profile": "paper", "seed": 0})
+    assert experiments.bf16_deviation(run_config("rnn-spn-d1", "paper", 0, bf16=True).to_dict())
+    assert not experiments.bf16_deviation(run_config("rnn-spn-d1", "paper", 0).to_dict())
+    assert not experiments.bf16_deviation(run_config("rnn-spn-d1", "paper", 0, bf16=True, max_epochs=3).to_dict())
+    assert not experiments.bf16_deviation(run_config("rnn-spn-d4-bf16", "paper", 0).to_dict())  # its own config
+    assert not experiments.bf16_deviation({"row": "no-such-row", "profile": "paper", "seed": 0})
 
 
 def test_the_sweep_leaves_alone_the_runs_it_would_start_over_or_replace(tmp_path, monkeypatch):
