@@ -32,7 +32,7 @@ def test_local_sweep_deadline_archive_and_resume(tmp_path, mnist_file):
     results, ckpts = tmp_path / "results", tmp_path / "ckpt"
     rows = ["ffn-spn-d4"]
     summaries = sweep.sweep(rows, "smoke", [0], executor="local", concurrency=1, results_dir=results,
-                            checkpoint_root=ckpts, device="cpu", budget_s=12, checkpoint_every=3,
+                            checkpoint_root=ckpts, device="cpu", budget_s=20, checkpoint_every=3,
                             log_dir=tmp_path / "jobs", **LONG)
     assert [s["status"] for s in summaries] == ["running"]  # stopped by the deadline, resumable
     record = read_run(results / "smoke" / "ffn-spn-d4" / "seed0" / RUN_FILE)
