@@ -163,9 +163,10 @@ def sequence_box(boxes: Tensor) -> Tensor:
 class AttentionScore:
     """How well one model's glimpses line up with the digits, over n images.
 
-    RNN-SPN (T = D glimpses): ``step_iou[t]``, the mean IoU of step t's glimpse box with digit t's box, and
-    ``on_target``, the fraction of (image, step) pairs where step t overlaps digit t strictly more than any
-    other digit (a tie, as for the identity, is a miss). FFN-SPN (T = 1): ``sequence_iou``, the mean IoU of
+    RNN-SPN (T = k D glimpses, k per digit; k = 1 in Table 1): ``step_iou[s]``, the mean IoU of step s's
+    glimpse box with its digit's box (digit s // k), and ``on_target``, the fraction of (image, step) pairs
+    where step s overlaps its digit strictly more than any other digit (a tie, as for the identity, is a
+    miss). FFN-SPN (T = 1): ``sequence_iou``, the mean IoU of
     its one glimpse with the box around the whole sequence. The fields that do not apply are None.
 
     Both kinds: ``covered``, the mean fraction of the target box (digit t's for step t, else the
@@ -214,12 +215,16 @@ def score_attention(theta: Tensor, boxes: Tensor, height: int, width: int) -> At
         glimpse, target = theta_box(theta[:, 0], height, width), sequence_box(boxes)  # (N, 4) each
         return AttentionScore(n=n, sequence_iou=float(box_iou(glimpse, target).mean()),
                               covered=float(box_covered(target, glimpse).mean()), area=area)
-    if steps != digits:
-        raise ValueError(f"{steps} glimpses for {digits} digits: expected one glimpse per digit, or one in all")
-    iou = step_digit_iou(theta, boxes, height, width)  # (N, T, D)
-    own = iou.diagonal(dim1=1, dim2=2)  # (N, T): step t with digit t
-    other = iou.masked_fill(torch.eye(steps, dtype=torch.bool), -1.0).amax(-1)  # best IoU with another digit
-    covered = box_covered(boxes, theta_box(theta, height, width))  # (N, T): digit t inside step t's glimpse
+    if steps % digits:
+        raise ValueError(f"{steps} glimpses for {digits} digits: expected one glimpse per digit (or k per digit), "
+                         "or one in all")
+    k = steps // digits  # glimpses per digit (the extension rnn-spn-d3-glimpses2: 2); step s reads digit s // k
+    iou = step_digit_iou(theta, boxes, height, width)  # (N, T k, D)
+    mine = torch.arange(steps) // k  # (T k,): the digit of each step
+    own = iou[:, torch.arange(steps), mine]  # (N, T k): step s with its digit
+    is_mine = mine[:, None] == torch.arange(digits)[None]  # (T k, D)
+    other = iou.masked_fill(is_mine, -1.0).amax(-1)  # best IoU with another digit
+    covered = box_covered(boxes[:, mine], theta_box(theta, height, width))  # (N, T k): its digit inside
     return AttentionScore(n=n, step_iou=tuple(float(v) for v in own.mean(0)),
                           on_target=float((own > other).double().mean()), covered=float(covered.mean()), area=area)
 

@@ -46,7 +46,7 @@ class Row:
     kind: str  # ModelConfig.kind: "rnn_spn" | "ffn_spn" | "conv_net"
     d: int | None  # the down-sampling factor; None for the conv net
     paper_error: float | None  # Table 1's per-digit test error (%); None for a variant the paper did not run
-    group: str = "table1"  # "table1" | "ablation"
+    group: str = "table1"  # "table1" | "ablation" | "extension"
     model: tuple[tuple[str, Any], ...] = ()  # ModelConfig fields this row sets, e.g. (("sampler", "lasagne2015"),)
     data: tuple[tuple[str, Any], ...] = ()  # SequenceConfig fields
     train: tuple[tuple[str, Any], ...] = ()  # TrainConfig fields
@@ -74,8 +74,9 @@ ROWS: dict[str, Row] = {row.name: row for row in [
     Row("ffn-spn-d4", "ffn_spn", 4, 5.3),
     Row("conv-net", "conv_net", None, 2.9),  # no script published: trained with the FFN-SPN protocol
 ]}
-# Variants of a Table 1 row, each measured against it; trained when named (`rstn train --row NAME`) or by
-# the CPU queue, never by `--all` or `rstn replicate`, which mean Table 1.
+# Variants of a Table 1 row, each measured against it: ablations (one thing of the paper or the code
+# changed) and extensions (the paper's future work); trained when named (`rstn train --row NAME`) or by the
+# CPU queue, never by `--all` or `rstn replicate`, which mean Table 1.
 ABLATIONS: dict[str, Row] = {row.name: row for row in [
     # deviation: bf16 autocast instead of float32 (a GPU window trains in bf16): does it move the result?
     Row("rnn-spn-d4-bf16", "rnn_spn", 4, None, group="ablation", train=(("bf16", True),),
@@ -88,6 +89,11 @@ ABLATIONS: dict[str, Row] = {row.name: row for row in [
         note="the generator as the paper's text describes it: random x, slopes up to 45°"),
     Row("rnn-spn-d3-fixed-h0", "rnn_spn", 3, None, group="ablation", model=(("gru_learn_init", False),),
         compare_with="rnn-spn-d3", note="the GRU starts from a fixed zero state, not a learned one"),
+    # the paper's future work (Sect. 6), in our design (rstn.models.ModelConfig): extensions, not the paper's
+    Row("rnn-spn-d3-glimpses2", "rnn_spn", 3, None, group="extension", model=(("glimpses_per_digit", 2),),
+        compare_with="rnn-spn-d3", note="two glimpses per digit, their features pooled before the softmax"),
+    Row("rnn-spn-d3-feedback", "rnn_spn", 3, None, group="extension", model=(("glimpse_feedback", True),),
+        compare_with="rnn-spn-d3", note="each glimpse's features fed back into the GRU's next step"),
 ]}
 REGISTRY: dict[str, Row] = ROWS | ABLATIONS  # every row a run may name
 
@@ -122,7 +128,8 @@ PROFILE_CHOICES = (*PROFILES, "auto")
 CPU_QUEUE: tuple[tuple[str, int], ...] = (
     ("rnn-spn-d4", 0), ("ffn-spn-d4", 0), ("rnn-spn-d3", 0),
     ("ffn-spn-d3", 0), ("rnn-spn-d2", 0), ("rnn-spn-d4-bf16", 0), ("ffn-spn-d2", 0),
-    ("rnn-spn-d3-lasagne2015", 0), ("rnn-spn-d3-papertext", 0), ("rnn-spn-d3-fixed-h0", 0),
+    ("rnn-spn-d3-lasagne2015", 0), ("rnn-spn-d3-glimpses2", 0), ("rnn-spn-d3-feedback", 0),
+    ("rnn-spn-d3-papertext", 0), ("rnn-spn-d3-fixed-h0", 0),
     *((row, seed) for row in ("rnn-spn-d2", "rnn-spn-d3", "rnn-spn-d4") for seed in (1, 2)),
     *((row, seed) for row in ("ffn-spn-d2", "ffn-spn-d3", "ffn-spn-d4") for seed in (1, 2)),
 )

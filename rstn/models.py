@@ -52,12 +52,23 @@ class ModelConfig:
     # code (rnn_spn.py): dropout after the second localisation conv; not in the paper, absent in ffn_spn.py,
     # so only the RNN-SPN reads this field
     localisation_dropout: bool = True
+    # Extensions, the paper's future work (Sect. 6), in our design, not the paper's (RNN-SPN only):
+    # glimpses_per_digit k: the GRU runs steps * k steps; the shared classifier reads every glimpse, and each
+    # digit's logits come from the head on the mean of its k glimpses' dense features.
+    glimpses_per_digit: int = 1
+    # glimpse_feedback: from the second step on, the GRU's input is the localisation features and the dense
+    # features the classifier computed from the previous glimpse (zeros before the first).
+    glimpse_feedback: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind != "conv_net" and not (isinstance(self.d, int) and self.d >= 1):
             raise ValueError(f"d must be an integer >= 1, got {self.d!r}")
+        if not (isinstance(self.glimpses_per_digit, int) and self.glimpses_per_digit >= 1):
+            raise ValueError(f"glimpses_per_digit must be an integer >= 1, got {self.glimpses_per_digit!r}")
+        if self.kind != "rnn_spn" and (self.glimpses_per_digit != 1 or self.glimpse_feedback):
+            raise ValueError("glimpses_per_digit and glimpse_feedback are RNN-SPN's: its recurrence makes them")
         if self.steps < 1 or self.n_classes < 2:
             raise ValueError(f"need steps >= 1 and n_classes >= 2, got {self.steps}, {self.n_classes}")
         if not 0.0 <= self.dropout < 1.0:
@@ -194,15 +205,24 @@ class GRU(nn.Module):
 
     def forward(self, features: Tensor, steps: int) -> Tensor:
         """features (B, F) -> hidden states (B, steps, hidden)."""
-        x_r, x_u, x_c = torch.addmm(self.bias, features, self.input_weight).chunk(3, -1)  # same every step
-        h = self.initial_state.expand(features.shape[0], -1)  # (B, hidden)
+        projected = torch.addmm(self.bias, features, self.input_weight)  # the same every step
+        h = self.initial(features.shape[0])
         states = []
         for _ in range(steps):
-            h_r, h_u, h_c = (h @ self.hidden_weight).chunk(3, -1)
-            r, u = torch.sigmoid(x_r + h_r), torch.sigmoid(x_u + h_u)
-            h = (1 - u) * h + u * torch.tanh(x_c + r * h_c)
+            h = self.step(h, projected)
             states.append(h)
         return torch.stack(states, dim=1)
+
+    def initial(self, batch: int) -> Tensor:
+        """h0 (batch, hidden)."""
+        return self.initial_state.expand(batch, -1)
+
+    def step(self, h: Tensor, projected: Tensor) -> Tensor:
+        """One step: h (B, hidden) and the projected input b + W_x x (B, 3 hidden) -> the next h."""
+        x_r, x_u, x_c = projected.chunk(3, -1)
+        h_r, h_u, h_c = (h @ self.hidden_weight).chunk(3, -1)
+        r, u = torch.sigmoid(x_r + h_r), torch.sigmoid(x_u + h_u)
+        return (1 - u) * h + u * torch.tanh(x_c + r * h_c)
 
 
 class SeparateHeads(nn.Module):
@@ -262,7 +282,8 @@ class RNNSPN(Table1Model):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.localisation = Localisation(config.input_size, config.dropout, config.localisation_dropout)
-        self.gru = GRU(self.localisation.n_features, config.gru_hidden, config.gru_learn_init)
+        feedback = config.classifier_dense if config.glimpse_feedback else 0  # the extension's extra input
+        self.gru = GRU(self.localisation.n_features + feedback, config.gru_hidden, config.gru_learn_init)
         self.theta = ThetaRegression(config.gru_hidden)
         self.classifier = Classifier(
             CLASSIFIER_CHANNELS["rnn_spn"], config.glimpse_size, config.classifier_dense, config.dropout,
@@ -271,8 +292,10 @@ class RNNSPN(Table1Model):
         self.head = glorot(nn.Linear(config.classifier_dense, config.n_classes))
 
     def forward(self, x: Tensor) -> ModelOutput:
-        """x (B, 1, 100, 100) -> logits (B, T, 10), theta (B, T, 2, 3), T = steps."""
+        """x (B, 1, 100, 100) -> logits (B, T, 10), theta (B, T k, 2, 3), T = steps, k = glimpses_per_digit."""
         self.check_input(x)
+        if self.config.glimpses_per_digit > 1 or self.config.glimpse_feedback:
+            return self._forward_extended(x)
         batch, steps = x.shape[0], self.config.steps
         features = self.localisation(x)  # RNN-SPN eq. (5): c = f_conv(I), (B, 1620)
         # the where-to-look path is cheap: keep it in float32 under autocast
@@ -284,6 +307,34 @@ class RNNSPN(Table1Model):
         glimpses = self.glimpse(x, theta.reshape(batch * steps, 2, 3))
         logits = self.head(self.classifier(glimpses))  # (B*T, 10)
         return ModelOutput(logits.float().reshape(batch, steps, -1), theta)
+
+    def _forward_extended(self, x: Tensor) -> ModelOutput:
+        """The extensions (ours): k glimpses per digit pooled before the head, and/or each glimpse's dense
+        features fed back into the GRU. With feedback the steps run one after another (glimpse t decides
+        the input of step t + 1); without it all T k glimpses go through one classifier pass."""
+        batch, k, digits = x.shape[0], self.config.glimpses_per_digit, self.config.steps
+        features = self.localisation(x)  # (B, F)
+        if not self.config.glimpse_feedback:
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                theta = self.theta(self.gru(features.float(), digits * k)).reshape(batch, digits * k, 2, 3)
+            dense = self.classifier(self.glimpse(x, theta.reshape(-1, 2, 3)))  # (B T k, D)
+        else:
+            h = self.gru.initial(batch)
+            previous = features.new_zeros(batch, self.config.classifier_dense, dtype=torch.float32)
+            thetas, denses = [], []
+            for _ in range(digits * k):
+                with torch.autocast(device_type=x.device.type, enabled=False):
+                    step_input = torch.cat([features.float(), previous.float()], dim=1)  # (B, F + D)
+                    h = self.gru.step(h, torch.addmm(self.gru.bias, step_input, self.gru.input_weight))
+                    theta = self.theta(h).reshape(batch, 2, 3)
+                previous = self.classifier(self.glimpse(x, theta))  # (B, D)
+                thetas.append(theta)
+                denses.append(previous)
+            theta = torch.stack(thetas, dim=1)  # (B, T k, 2, 3)
+            dense = torch.stack(denses, dim=1).reshape(batch * digits * k, -1)
+        pooled = dense.reshape(batch, digits, k, -1).mean(dim=2)  # each digit: the mean of its k glimpses
+        logits = self.head(pooled)  # (B, T, 10)
+        return ModelOutput(logits.float(), theta)
 
 
 class FFNSPN(Table1Model):

@@ -303,3 +303,41 @@ def test_relu_after_pool_is_the_same_function_and_gradient(kind, d):
     assert torch.equal(a, b)
     assert grads_a.keys() == grads_b.keys() and all(torch.equal(grads_a[k], grads_b[k]) for k in grads_a)
     assert model.state_dict().keys() == reference.state_dict().keys()
+
+
+@pytest.mark.parametrize("extension", [{"glimpses_per_digit": 2}, {"glimpse_feedback": True},
+                                       {"glimpses_per_digit": 2, "glimpse_feedback": True}])
+def test_the_extensions_shapes_and_a_gradient_through_their_new_path(extension):
+    """Ours, the paper's future work: k glimpses per digit pooled before the head; the previous glimpse's
+    dense features fed back into the GRU."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="rnn_spn", d=3, **extension))
+    with torch.no_grad():  # the theta layer starts at zero weights: move it, so that theta depends on the GRU
+        for p in model.theta.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    x = torch.rand(2, 1, 100, 100)
+    out = model(x)
+    k = extension.get("glimpses_per_digit", 1)
+    assert out.logits.shape == (2, 3, 10) and out.theta.shape == (2, 3 * k, 2, 3)
+    out.logits[:, 1].sum().backward()  # the second digit's logits
+    if extension.get("glimpse_feedback"):
+        # the second digit's step reads what the classifier made of the first glimpse: the feedback rows
+        # of the GRU's input weights (after the localisation features) get a gradient
+        feedback_rows = model.gru.input_weight.grad[model.localisation.n_features:]
+        assert feedback_rows.shape[0] == model.config.classifier_dense and feedback_rows.abs().sum() > 0
+    else:
+        # both glimpses of the second digit reach the GRU through their theta
+        assert model.gru.input_weight.grad.abs().sum() > 0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_the_extensions_are_the_rnn_spns_and_leave_the_table_1_model_as_it_was():
+    with pytest.raises(ValueError, match="RNN-SPN's"):
+        ModelConfig(kind="ffn_spn", d=2, glimpses_per_digit=2)
+    torch.manual_seed(0)
+    plain = build_model(ModelConfig(kind="rnn_spn", d=3))
+    torch.manual_seed(0)
+    explicit = build_model(ModelConfig(kind="rnn_spn", d=3, glimpses_per_digit=1, glimpse_feedback=False))
+    x = torch.rand(2, 1, 100, 100)
+    assert torch.equal(plain(x).logits, explicit(x).logits)
+    assert count_parameters(plain) == count_parameters(explicit)

@@ -17,8 +17,9 @@ def test_the_queue_order_is_the_registered_one_with_the_bf16_variant_and_more_se
     assert order == list(CPU_QUEUE)
     pending = order[3:]  # after the three finished seed-0 rows
     assert pending[:4] == [("ffn-spn-d3", 0), ("rnn-spn-d2", 0), ("rnn-spn-d4-bf16", 0), ("ffn-spn-d2", 0)]
-    assert pending[4:7] == [("rnn-spn-d3-lasagne2015", 0), ("rnn-spn-d3-papertext", 0), ("rnn-spn-d3-fixed-h0", 0)]
-    assert pending[7:13] == [(r, s) for r in ("rnn-spn-d2", "rnn-spn-d3", "rnn-spn-d4") for s in (1, 2)]
+    variants = ["lasagne2015", "glimpses2", "feedback", "papertext", "fixed-h0"]
+    assert pending[4:9] == [(f"rnn-spn-d3-{v}", 0) for v in variants]
+    assert pending[9:15] == [(r, s) for r in ("rnn-spn-d2", "rnn-spn-d3", "rnn-spn-d4") for s in (1, 2)]
     bf16 = run_config("rnn-spn-d4-bf16", "paper")
     assert bf16.train.bf16 and not run_config("rnn-spn-d4", "paper").train.bf16
     assert bf16.model == run_config("rnn-spn-d4", "paper").model and get_row("rnn-spn-d4-bf16").group == "ablation"
