@@ -53,6 +53,15 @@ def neutral_fields(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(NEUTRAL))
 
 
+def filled(cls: type, values: Mapping) -> Any:
+    """The dataclass `cls` a record's config dict describes, its missing fields filled with what they stood
+    for (lists back to tuples, as run.json stores them). Raises TypeError for a field `cls` no longer has."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {name: values[name] if name in values else _absent_value(f) for name, f in fields.items()}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items() if v is not _MISSING}
+    return cls(**kwargs, **{k: v for k, v in values.items() if k not in fields})
+
+
 def comparable_values(cls: type, values: Mapping) -> dict:
     """A config dict of dataclass `cls` as it is compared: missing fields filled with what they stood for,
     neutral fields dropped. Keys that `cls` no longer has are kept (they differ from their absence)."""

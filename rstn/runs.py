@@ -37,7 +37,7 @@ from torch import nn
 from rstn.attention import attention_arrays
 from rstn.backends import backend_settings, device_name, processor_id, processor_name, resolve_device
 from rstn.checkpoints import PACK_NAME, latest_state, resume_point, write_pack
-from rstn.configs import comparable_values
+from rstn.configs import filled
 from rstn.experiments import (
     ROWS,
     RunConfig,
@@ -371,7 +371,7 @@ def load_trained(row: str, profile: str = "paper", seed: int = 0, *, results_dir
         raise FileNotFoundError(f"{path} does not exist ({profile}/{row}/seed{seed}: {status}); only runs that "
                                 "finished with a checkpoint of their best epoch have weights")
     record = read_run(folder / RUN_FILE)
-    model = build_model(ModelConfig(**comparable_values(ModelConfig, record.config["model"])))
+    model = build_model(filled(ModelConfig, record.config["model"]))
     tensors, _ = load_weights(path)
     model.load_state_dict(tensors)
     return model.to(device).eval()

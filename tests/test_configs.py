@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rstn.configs import added, comparable_values, differences, neutral
+from rstn.configs import added, comparable_values, differences, filled, neutral
 from rstn.experiments import config_differences, describe_differences, run_config, same_config
 from rstn.results import load_table
 from rstn.runs import ConfigChangedError, train_run
@@ -32,6 +32,13 @@ def test_an_absent_field_reads_as_its_declared_past_and_neutral_fields_are_dropp
     assert differences(Knobs, {}, {"lr": 0.5, "learn_h0": False, "fast": False}) == []  # absent lr: its default
     assert differences(Knobs, {"lr": 0.5}, {"lr": 0.5, "learn_h0": True}) == [("learn_h0", False, True)]
     assert differences(Knobs, {"lr": 0.5, "gone": 1}, {"lr": 0.5}) == [("gone", 1, None)]  # a field removed
+
+
+def test_a_record_is_read_back_with_its_absent_fields_as_they_ran():
+    assert filled(Knobs, {"lr": 0.1}) == Knobs(lr=0.1, learn_h0=False, fast=True)
+    from rstn.models import ModelConfig
+
+    assert filled(ModelConfig, {"kind": "rnn_spn", "d": 3}).gru_learn_init is False  # before the learned h0
 
 
 def test_a_record_from_before_the_learned_h0_is_another_config():
