@@ -454,12 +454,12 @@ def _test_split(data: dict, data_dir: str | Path | None):
 
 def _profile_with_attention(results_dir: str | Path, seed: int) -> str:
     """The first of paper, quick, smoke with an attention.npz of a run that did not diverge."""
-    for name in ("paper", "quick", "smoke"):
-        for saved in (Path(results_dir) / name).glob(f"*/seed{seed}/attention.npz"):
-            record = saved.parent / results.RUN_FILE
-            if record.exists() and results.read_run(record).status != "diverged":
-                return name
-    return "paper"
+    def has_attention(folder: Path) -> bool:
+        return any((saved.parent / results.RUN_FILE).exists()
+                   and results.read_run(saved.parent / results.RUN_FILE).status != "diverged"
+                   for saved in folder.glob(f"*/seed{seed}/attention.npz"))
+
+    return results.best_profile(results_dir, has_attention) or "paper"
 
 
 def load_saved_attention(results_dir: str | Path = "results", profile: str | None = None, seed: int = 0,

@@ -53,7 +53,6 @@ HEADLINE_ROW = "rnn-spn-d2"  # the paper's best row: its run is the training cha
 KERNEL = "python3"
 # The profile the book is published from: "auto" is the best profile that has results (`book_profile`).
 BOOK_PROFILE = "auto"
-PROFILE_RANK = ("paper", "quick", "smoke")  # best first: what "auto" picks among profiles with results
 SCRATCH = Path("_build") / "scratch"  # where other profiles render: _build/scratch/<profile>/ (git-ignored)
 CHAPTER_TIMEOUT_S = 900  # per cell; every chapter reads results and runs in well under a minute
 # Per cell, i.e. for the whole training run (one cell). quick: 9 rows of ~2-3 min on 2 CPU cores.
@@ -108,10 +107,9 @@ def notebook_parameters(nb: Any) -> set[str]:
 
 def book_profile(results_dir: str | Path = "results") -> str | None:
     """The profile the book shows: the best (paper, quick, smoke) with any results; None if none has."""
-    for name in PROFILE_RANK:
-        if any(Path(results_dir).joinpath(name).glob("*/seed*/run.json")):
-            return name
-    return None
+    from rstn.results import best_profile
+
+    return best_profile(results_dir)
 
 
 def writes_book(profile: str, results_dir: str | Path = "results", *, training: bool = False) -> bool:
@@ -120,9 +118,11 @@ def writes_book(profile: str, results_dir: str | Path = "results", *, training: 
     training: the run trains `profile` first, so its results will exist by the time the chapters run;
         it writes the book if `profile` is at least as good as the best profile with results now.
     """
+    from rstn.experiments import DISPLAY_RANK
+
     current = book_profile(results_dir)
     if training:
-        return current is None or PROFILE_RANK.index(profile) <= PROFILE_RANK.index(current)
+        return current is None or DISPLAY_RANK.index(profile) <= DISPLAY_RANK.index(current)
     return profile == current
 
 

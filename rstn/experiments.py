@@ -122,6 +122,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             60_000, 10_000, 10_000, TrainConfig()),
 ]}
 PROFILE_CHOICES = (*PROFILES, "auto")
+# The order in which the book, `rstn table` and the explorers pick the profile to show: the best with
+# results first (`rstn.results.best_profile`). Not `auto`, which picks the profile to train.
+DISPLAY_RANK = ("paper", "quick", "smoke")
 # The paper profile's runs on a 2-core CPU, (row, seed), in the order the queue trains them (a run that
 # can resume goes first, see rstn.queue): the finished seed-0 rows, the rest of seed 0, the bf16 A/B run,
 # the ablations, then more seeds. The d = 1 rows and the conv net need a GPU (measured epoch times: benchmarks/README.md).

@@ -27,6 +27,7 @@ from typing import Any
 from rstn.experiments import (
     ABLATIONS,
     CPU_QUEUE,
+    DISPLAY_RANK,
     PROFILES,
     REGISTRY,
     ROWS,
@@ -327,12 +328,16 @@ class TableRecord:
         return max(started, key=lambda r: r.epochs_run) if started else None
 
 
+def best_profile(results_dir: str | Path = "results", has=None) -> str | None:
+    """The first profile of `DISPLAY_RANK` (paper, quick, smoke) whose folder under `results_dir` `has`
+    what is wanted (default: any run.json); None if none has."""
+    has = has or (lambda folder: any(folder.glob(f"*/seed*/{RUN_FILE}")))
+    return next((name for name in DISPLAY_RANK if has(Path(results_dir) / name)), None)
+
+
 def default_table_profile(results_dir: str | Path = "results") -> str:
     """The most complete profile with any results: paper, then quick, then smoke (paper if none)."""
-    for name in ("paper", "quick", "smoke"):
-        if any((Path(results_dir) / name).glob(f"*/seed*/{RUN_FILE}")):
-            return name
-    return "paper"
+    return best_profile(results_dir) or "paper"
 
 
 def load_table(profile: str | None = None, results_dir: str | Path = "results") -> list[TableRecord]:
