@@ -377,6 +377,23 @@ def load_trained(row: str, profile: str = "paper", seed: int = 0, *, results_dir
     return model.to(device).eval()
 
 
+@torch.no_grad()
+def trained_glimpses(row: str, profile: str = "paper", seed: int = 0, n: int = 1000, *,
+                     results_dir: str | Path = "results", batch: int = 250) -> tuple[np.ndarray, np.ndarray]:
+    """(theta (n, T, 2, 3), boxes (n, 3, 4)) of a finished run's trained model (`load_trained`) on the first
+    `n` sequences of its test split: attention beyond the images the run saved (chapter 5)."""
+    from rstn.configs import filled
+    from rstn.data import SequenceConfig, load_sequences
+
+    model = load_trained(row, profile, seed, results_dir=results_dir)
+    record = read_run(run_dir(results_dir, profile, get_row(row).name, seed) / RUN_FILE)
+    test = load_sequences(filled(SequenceConfig, record.config["data"]), seed=record.config.get("data_seed", 0))["test"]
+    n = min(n, len(test.labels))
+    images = torch.as_tensor(np.asarray(test.images[:n]), dtype=torch.float32).unsqueeze(1)  # (n, 1, H, W)
+    thetas = [model(images[a:a + batch]).theta for a in range(0, n, batch)]
+    return torch.cat(thetas).numpy(), np.asarray(test.boxes[:n], dtype=np.float32)
+
+
 def train_row(row: str, profile: str = "auto", seed: int = 0, *, results_dir: str | Path = "results",
               device: str | torch.device | None = None, resume: bool = False, force: bool = False,
               progress: str | bool | None = "auto", data: Mapping[str, SplitLike] | None = None,

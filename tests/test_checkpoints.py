@@ -147,3 +147,18 @@ def test_load_trained_returns_the_best_weights_in_eval_mode(tmp_path):
     assert np.array_equal(ours.logits.argmax(-1).numpy(), full.logits.argmax(-1).numpy())
     with pytest.raises(FileNotFoundError, match="rnn-spn-d3/seed0: not run"):
         load_trained("rnn-spn-d3", "smoke", results_dir=tmp_path)
+
+
+def test_trained_glimpses_come_from_the_saved_weights_on_the_runs_own_test_split(tmp_path, mnist_file):
+    from rstn.attention import score_attention
+    from rstn.data import load_sequences
+    from rstn.runs import trained_glimpses
+
+    config = run_config("rnn-spn-d4", "smoke", seed=6, **(TINY | {"max_epochs": 1}))
+    train_run(config, results_dir=tmp_path, checkpoint_root=tmp_path / "ckpt", progress="none")
+    theta, boxes = trained_glimpses("rnn-spn-d4", "smoke", 6, n=30, results_dir=tmp_path, batch=8)
+    assert theta.shape == (30, 3, 2, 3) and boxes.shape == (30, 3, 4)
+    assert np.array_equal(boxes, load_sequences(config.data, seed=0)["test"].boxes[:30])
+    saved = np.load(tmp_path / "smoke" / "rnn-spn-d4" / "seed6" / "attention.npz")["theta"]  # fp32 weights
+    assert np.allclose(theta[:4], saved, atol=1e-2)  # the fp16 weights glimpse where the fp32 ones did
+    assert score_attention(theta, boxes, 100, 100).n == 30
