@@ -10,9 +10,10 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: help install test unit-test replicate notebooks book serve nbval vendor browser-test data table bench train-cpu
 
-# The book. PROFILE: smoke | quick | paper | auto (replicate: paper on CUDA, else quick;
-# notebooks: the best profile that has results). A profile other than the one the book shows (the best
-# with results) renders into _build/scratch/PROFILE/ and leaves book/ as it is; INTO_BOOK=1 writes book/.
+# The book. PROFILE: smoke | quick | paper | auto (replicate: paper on CUDA, else quick; notebooks and
+# table: auto stands for best, the best profile that has results). A profile other than the one the book
+# shows (the best with results) renders into _build/scratch/PROFILE/ and leaves book/ as it is; INTO_BOOK=1
+# writes book/.
 # FORCE=1 retrains rows whose results exist.
 PROFILE ?= auto
 SEEDS ?= 0
@@ -52,7 +53,7 @@ replicate: install  ## data -> train every Table 1 row via papermill -> chapters
 	$(MAKE) book
 
 notebooks: install  ## execute the chapters (not training) into book/ from existing results, and README's table [PROFILE= INTO_BOOK=1]
-	$(BIN)/rstn chapters --profile $(PROFILE) $(if $(INTO_BOOK),--into-book)
+	$(BIN)/rstn chapters --profile $(if $(filter-out auto,$(PROFILE)),$(PROFILE),best) $(if $(INTO_BOOK),--into-book)
 	$(BIN)/rstn table --profile paper --write-readme README.md
 
 book: install  ## build the Jupyter Book into _build/html: warnings are errors, no error outputs, nothing from the network

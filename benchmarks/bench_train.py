@@ -39,7 +39,7 @@ from rstn.optim import LasagneRMSprop
 from rstn.train import (
     DeviceSplit,
     TrainConfig,
-    _element_clip,
+    element_clip_for,
     evaluate,
     sequence_loss,
     train_epoch,
@@ -88,7 +88,7 @@ def time_ours(row: str, images, labels, config: TrainConfig, device, warmup: int
     step_model = torch.compile(model) if config.compile else model
     optimizer = LasagneRMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps)
     split = DeviceSplit.from_split(SimpleNamespace(images=images, labels=labels), device)
-    clip = _element_clip(config, model)
+    clip = element_clip_for(config, model)
     order = torch.arange(len(split), device=device)
     n_warm = warmup * config.batch_size
     train_epoch(step_model, optimizer, split, order[:n_warm], config, clip)
@@ -116,7 +116,7 @@ def time_epoch_parts(row: str, images, labels, config: TrainConfig, device, warm
         model.to(memory_format=torch.channels_last)
     optimizer = LasagneRMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps)
     split = DeviceSplit.from_split(SimpleNamespace(images=images, labels=labels), device)
-    clip = _element_clip(config, model)
+    clip = element_clip_for(config, model)
     order = torch.arange(len(split), device=device)
     n_warm = warmup * config.batch_size
     model.train()

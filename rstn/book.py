@@ -10,10 +10,12 @@ kernel into an .ipynb:
   ``book/03-training.ipynb`` is a copy of the headline row's run (rnn-spn-d2, the paper's best row), the
   training chapter of the book.
 
-**Which profile writes the book.** The book shows ``BOOK_PROFILE`` ("auto"): the best profile that has
-results (paper, then quick, then smoke). A run of any other profile, e.g. a smoke check while quick results
-exist, renders into a scratch folder, ``_build/scratch/<profile>/``, and leaves ``book/`` as it is, unless
-``into_book=True`` (``--into-book``) asks for it (`target_dir`).
+**Which profile writes the book.** The book shows ``BOOK_PROFILE`` ("best", `rstn.experiments.BEST`): the
+best profile that has results (paper, then quick, then smoke; `rstn.records.best_profile`). "auto", its
+name before it had one, is a deprecated alias of it here (`rstn chapters --profile auto`); everywhere else
+"auto" names the profile to train (paper on CUDA, else quick). A run of any other profile, e.g. a smoke check
+while quick results exist, renders into a scratch folder, ``_build/scratch/<profile>/``, and leaves ``book/``
+as it is, unless ``into_book=True`` (``--into-book``) asks for it (`target_dir`).
 
 **A failed notebook keeps the last good page.** Every notebook executes into a temporary file that replaces
 its page only when every cell ran; a failure raises `NotebookError` naming the notebook and the one-line
@@ -51,8 +53,12 @@ if TYPE_CHECKING:
 TRAINING = "03-training"
 HEADLINE_ROW = "rnn-spn-d2"  # the paper's best row: its run is the training chapter of the book
 KERNEL = "python3"
-# The profile the book is published from: "auto" is the best profile that has results (`book_profile`).
-BOOK_PROFILE = "auto"
+# The profile the book is published from: the best profile that has results (`book_profile`). The name is
+# rstn.experiments.BEST, not imported here because that module loads torch.
+BOOK_PROFILE = "best"
+# What run_chapters reads as the book's own choice: None, "best" and "auto", the deprecated alias that
+# `rstn chapters --profile auto` used for it (in `rstn train` and `rstn replicate` auto is paper on CUDA, else quick).
+BEST_ALIASES = (None, BOOK_PROFILE, "auto")
 SCRATCH = Path("_build") / "scratch"  # where other profiles render: _build/scratch/<profile>/ (git-ignored)
 CHAPTER_TIMEOUT_S = 900  # per cell; every chapter reads results and runs in well under a minute
 # Per cell, i.e. for the whole training run (one cell). quick: 9 rows of ~2-3 min on 2 CPU cores.
@@ -107,7 +113,7 @@ def notebook_parameters(nb: Any) -> set[str]:
 
 def book_profile(results_dir: str | Path = "results") -> str | None:
     """The profile the book shows: the best (paper, quick, smoke) with any results; None if none has."""
-    from rstn.results import best_profile
+    from rstn.records import best_profile
 
     return best_profile(results_dir)
 
@@ -260,9 +266,10 @@ def run_chapters(names: Sequence[str] | None = None, profile: str | None = BOOK_
     """Execute the chapters (all non-training notebooks by default), reading existing results.
 
     Args:
-        profile: the results the chapters show. None or "auto" (`BOOK_PROFILE`): the book's own choice,
-            each chapter picking the best profile that has results, into book/. A profile other than the
-            one the book shows renders into _build/scratch/<profile>/ unless `into_book`.
+        profile: the results the chapters show. "best" (`BOOK_PROFILE`), None, or "auto" (a deprecated
+            alias): the book's own choice, each chapter picking the best profile that has results, into
+            book/. A profile other than the one the book shows renders into _build/scratch/<profile>/
+            unless `into_book`.
         announce: say so when it renders into the scratch folder (replicate has said it already).
         parameters: values for the chapters' parameters cells (e.g. {"rnn_row": "rnn-spn-d4"}); every name
             must be a parameter of every chapter named. With them the pages render into
@@ -284,9 +291,9 @@ def run_chapters(names: Sequence[str] | None = None, profile: str | None = BOOK_
             raise FileNotFoundError(f"notebooks/{name}.md does not exist; chapters: {', '.join(chapter_names(root))}")
     chosen = dict(parameters or {})
     _check_parameters(root, names, chosen)
-    profile = None if profile in (None, "auto") else profile
+    profile = None if profile in BEST_ALIASES else profile
     in_book = into_book or (not chosen and (profile is None or writes_book(profile, results)))
-    folder = target_dir(root, profile or ("custom" if chosen else "auto"), in_book)
+    folder = target_dir(root, profile or ("custom" if chosen else BOOK_PROFILE), in_book)
     if not in_book and announce:
         why = "parameters of your own" if chosen else \
             f"profile {profile!r} is not the one the book shows ({book_profile(results)!r})"
@@ -342,7 +349,7 @@ def run_training(config: RunConfig, *, device: str | None = None, force: bool = 
     executed notebook exists (at `output` or at the same name in a folder of `also_look_in`), nothing
     runs at all, else the notebook runs and loads the results. The training log is echoed live.
     """
-    from rstn import experiments, results as records
+    from rstn import experiments, records
     from rstn.mnist import mnist_path
     from rstn.runs import is_finished
 

@@ -1,7 +1,7 @@
 """The paper's claims, each judged by our finished runs: holds, does not hold, or not tested yet.
 
 Each claim is a set of comparisons between Table 1 rows ("a has a lower error than b"), except the one about
-attention, which reads the saved glimpses of the RNN-SPN runs (`rstn.attention`). `RULE` states how a
+attention, which scores the saved glimpses of the RNN-SPN runs (`rstn.glimpses`). `RULE` states how a
 verdict follows from them; `rstn.uncertainty` says what "clearly" means (2 standard errors of the
 difference). The landing page, the README and chapter 4 show `claims_rows`.
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rstn.attention import ZOOM_COVERED, ZOOM_MAX_AREA, ZOOM_ON_TARGET, AttentionScore, score_attention, \
-    zooms_on_each_digit
 from rstn.experiments import run_dir
-from rstn.data import SequenceConfig
-from rstn.results import TableRecord, estimate, headline_summary, markdown_headline, markdown_table
+from rstn.generator import SequenceConfig
+from rstn.glimpses import ZOOM_COVERED, ZOOM_MAX_AREA, ZOOM_ON_TARGET, AttentionScore, score_attention, \
+    zooms_on_each_digit
+from rstn.table import TableRecord, estimate, headline_summary, markdown_headline, markdown_table
 from rstn.uncertainty import CLEAR, Difference
 
 HOLDS, DOES_NOT_HOLD, NOT_TESTED = "holds", "does not hold", "not tested yet"

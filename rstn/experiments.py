@@ -10,11 +10,12 @@ sizes and the trainer:
            numbers are far from the paper's and are labelled "quick" everywhere
     paper  the authors' protocol on the full data (60k / 10k / 10k, up to 300 epochs): minutes per epoch
            on a 2-core CPU for the cheap rows (`CPU_QUEUE`), a GPU for the whole table
-    auto   paper where the run's device is CUDA, else quick
+    auto   paper where the run's device is CUDA, else quick (the profile to train)
+    best   the best profile that has results: paper, then quick, then smoke (the profile to show, `BEST`)
 
 The CPU queue (`CPU_QUEUE`) is the order in which a 2-core machine trains the paper profile's runs
-(`rstn.queue` plans it for the machine it is on). A run on disk (results folder, run.json, resume) is `rstn.runs`; its record and
-Table 1 from the records are `rstn.results`.
+(`rstn.queue` plans it for the machine it is on). A run on disk (results folder, run.json, resume) is
+`rstn.runs`; its record is `rstn.records`, and Table 1 from the records `rstn.table`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 
 from rstn.configs import differences, neutral_fields
-from rstn.data import SequenceConfig
+from rstn.generator import SequenceConfig
 from rstn.models import ModelConfig
 from rstn.train import TrainConfig
 
@@ -52,6 +53,9 @@ class Row:
     train: tuple[tuple[str, Any], ...] = ()  # TrainConfig fields
     compare_with: str | None = None
     note: str = ""  # what a variant tests, in a few words
+    # training cost per example, forward + backward, in GFLOP (benchmarks/README.md): balances the sweep's
+    # lanes and turns epoch times into TFLOP/s; None: that of the row it is compared with
+    gflop: float | None = None
 
     @property
     def model_name(self) -> str:
@@ -64,15 +68,15 @@ class Row:
 
 # paper: Table 1 of Sønderby et al. (2015), per-digit test error (%).
 ROWS: dict[str, Row] = {row.name: row for row in [
-    Row("rnn-spn-d1", "rnn_spn", 1, 1.8),
-    Row("rnn-spn-d2", "rnn_spn", 2, 1.5),
-    Row("rnn-spn-d3", "rnn_spn", 3, 1.8),
-    Row("rnn-spn-d4", "rnn_spn", 4, 2.3),
-    Row("ffn-spn-d1", "ffn_spn", 1, 4.4),
-    Row("ffn-spn-d2", "ffn_spn", 2, 2.0),
-    Row("ffn-spn-d3", "ffn_spn", 3, 2.9),
-    Row("ffn-spn-d4", "ffn_spn", 4, 5.3),
-    Row("conv-net", "conv_net", None, 2.9),  # no script published: trained with the FFN-SPN protocol
+    Row("rnn-spn-d1", "rnn_spn", 1, 1.8, gflop=0.616),
+    Row("rnn-spn-d2", "rnn_spn", 2, 1.5, gflop=0.149),
+    Row("rnn-spn-d3", "rnn_spn", 3, 1.8, gflop=0.064),
+    Row("rnn-spn-d4", "rnn_spn", 4, 2.3, gflop=0.042),
+    Row("ffn-spn-d1", "ffn_spn", 1, 4.4, gflop=1.486),
+    Row("ffn-spn-d2", "ffn_spn", 2, 2.0, gflop=0.328),
+    Row("ffn-spn-d3", "ffn_spn", 3, 2.9, gflop=0.117),
+    Row("ffn-spn-d4", "ffn_spn", 4, 5.3, gflop=0.062),
+    Row("conv-net", "conv_net", None, 2.9, gflop=1.454),  # no script published: trained with the FFN-SPN protocol
 ]}
 # Variants of a Table 1 row, each measured against it: ablations (one thing of the paper or the code
 # changed) and extensions (the paper's future work); trained when named (`rstn train --row NAME`) or by the
@@ -98,6 +102,12 @@ ABLATIONS: dict[str, Row] = {row.name: row for row in [
 REGISTRY: dict[str, Row] = ROWS | ABLATIONS  # every row a run may name
 
 
+def cost(row: str) -> float:
+    """A row's training GFLOP per example (`Row.gflop`); a variant without its own, its base row's."""
+    entry = get_row(row)
+    return entry.gflop if entry.gflop is not None else cost(entry.compare_with)
+
+
 @dataclass(frozen=True)
 class Profile:
     """A named set of data sizes and trainer settings; `train` replaces the trainer's defaults."""
@@ -121,10 +131,13 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("paper", "the authors' protocol: 60,000/10,000/10,000 sequences, up to 300 epochs",
             60_000, 10_000, 10_000, TrainConfig()),
 ]}
-PROFILE_CHOICES = (*PROFILES, "auto")
-# The order in which the book, `rstn table` and the explorers pick the profile to show: the best with
-# results first (`rstn.results.best_profile`). Not `auto`, which picks the profile to train.
+PROFILE_CHOICES = (*PROFILES, "auto")  # the profiles to train; auto: paper on CUDA, else quick
+# The profile to show by default, `best`: the first of DISPLAY_RANK that has results, as the book,
+# `rstn table`, `rstn chapters` and the attention loader pick it (`rstn.records.display_profile`, the one
+# rule). Not `auto`, which picks the profile to train.
+BEST = "best"
 DISPLAY_RANK = ("paper", "quick", "smoke")
+DISPLAY_CHOICES = (*PROFILES, BEST)  # the profiles to show
 # The paper profile's runs on a 2-core CPU, (row, seed), in the order the queue trains them (a run that
 # can resume goes first, see rstn.queue): the finished seed-0 rows, the rest of seed 0, the bf16 A/B run,
 # the ablations, then more seeds. The d = 1 rows and the conv net need a GPU (measured epoch times: benchmarks/README.md).

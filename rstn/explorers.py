@@ -30,7 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from rstn.attention import AttentionRun, SavedAttention, first_to_show, normalised_to_pixels
+from rstn.glimpses import normalised_to_pixels
+from rstn.saved_attention import AttentionRun, SavedAttention, first_to_show
 from rstn.sampler import output_size, transform
 from rstn.viz import STEP_COLOURS
 
@@ -155,7 +156,7 @@ def attention_explorer_html(
         runs: one :class:`AttentionRun` per Table 1 row, each over the same N images.
         indices: (N,) the images' indices in the test split (shown beside the image slider).
         title, note: heading and the line under it (say where the data come from: profile, seed).
-        initial: the row shown first (default: :func:`rstn.attention.first_to_show`).
+        initial: the row shown first (default: :func:`rstn.saved_attention.first_to_show`).
     """
     images = np.asarray(images)
     labels = np.asarray(labels)
@@ -195,7 +196,7 @@ def attention_explorer(images: np.ndarray, labels: np.ndarray, runs: Sequence[At
 
 
 def saved_attention_explorer(saved: SavedAttention):
-    """The attention explorer of saved runs (:func:`rstn.attention.load_saved_attention`), labelled with
+    """The attention explorer of saved runs (:func:`rstn.saved_attention.load_saved_attention`), labelled with
     their profile, as a notebook output (``IPython.display.HTML``)."""
     from IPython.display import HTML
 

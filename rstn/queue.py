@@ -21,7 +21,7 @@ from rstn.backends import processor_id, resolve_device
 from rstn.checkpoints import PACK_NAME
 from rstn.experiments import CPU_QUEUE, RunConfig, run_config, run_dir, same_config
 from rstn.progress import format_duration
-from rstn.results import RUN_FILE, ResultsError, RunRecord, read_run
+from rstn.records import RUN_FILE, ResultsError, RunRecord, read_run
 from rstn.runs import checkpoint_path
 
 
@@ -71,7 +71,7 @@ def probe_epoch_time(config: RunConfig, device: str | torch.device = "cpu", step
     from rstn.backends import configure_backends, tune_glibc_malloc
     from rstn.models import build_model
     from rstn.optim import LasagneRMSprop
-    from rstn.train import DeviceSplit, _element_clip, evaluate, train_epoch
+    from rstn.train import DeviceSplit, element_clip_for, evaluate, train_epoch
 
     device = resolve_device(device)
     train = config.train
@@ -97,7 +97,7 @@ def probe_epoch_time(config: RunConfig, device: str | torch.device = "cpu", step
         return time.perf_counter() - t0
 
     warm, steps_split, eval_split = split(2 * train.batch_size), split(steps * train.batch_size), split(n_eval)
-    clip = _element_clip(train, model)
+    clip = element_clip_for(train, model)
     model.train()
     train_epoch(model, optimizer, warm, torch.arange(len(warm), device=device), train, clip)  # two warm-up steps
     per_step = timed(lambda: train_epoch(model, optimizer, steps_split, torch.arange(len(steps_split), device=device),

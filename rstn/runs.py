@@ -11,16 +11,13 @@ Records are never lost to a code change: a record whose config differs from the 
 `rstn.experiments.config_differences`, which reads fields an old record lacks as the code then ran) is
 left untouched, and ConfigChangedError names the fields and --force.
 
-Long runs: with a deadline the trainer stops cleanly at an epoch boundary; the run.json then says
-status "running" (stop_reason "time_budget", the epochs so far, the best-so-far metrics, the wall
-time), and `resume=True` continues it exactly, in this process or a later one. While training,
-run.json is rewritten after every epoch and the checkpoint every `checkpoint_every` epochs, so `kill -9`
-loses at most the epochs since the last checkpoint (with the default of 1: the epoch in progress).
+Long runs: with a deadline the trainer stops cleanly at an epoch boundary; run.json then says "running"
+(stop_reason "time_budget", the best-so-far metrics) and `resume=True` continues it. run.json is rewritten
+after every epoch, the checkpoint every `checkpoint_every` (default 1: `kill -9` loses the epoch in progress).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -34,10 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from rstn.attention import attention_arrays
+from rstn.attention_export import attention_arrays
 from rstn.backends import backend_settings, device_name, processor_id, processor_name, resolve_device
-from rstn.checkpoints import PACK_NAME, latest_state, resume_point, write_pack
-from rstn.configs import filled
+from rstn.checkpoints import PACK_NAME, ResumePoint, latest_state, resume_point, write_pack
 from rstn.experiments import (
     ROWS,
     RunConfig,
@@ -49,24 +45,17 @@ from rstn.experiments import (
     same_config,
 )
 from rstn.progress import ProgressLog, counted, format_duration, progress_mode, utc_now
-from rstn.results import (
-    RUN_FILE,
-    ResultsError,
-    RunRecord,
-    final_metrics,
-    read_run,
-    write_run,
+from rstn.records import RUN_FILE, ResultsError, RunRecord, final_metrics, read_run, write_run
+from rstn.train import ATTENTION_NAME, CHECKPOINT_NAME, LOG_NAME, FitResult, NonFiniteLossError, SplitLike, fit
+from rstn.trained import (  # noqa: F401 (re-exported)
+    describe_trained_glimpses,
+    has_weights,
+    load_trained,
+    save_best_weights,
+    trained_glimpses,
 )
-from rstn.train import (
-    ATTENTION_NAME,
-    CHECKPOINT_NAME,
-    LOG_NAME,
-    FitResult,
-    NonFiniteLossError,
-    SplitLike,
-    fit,
-)
-from rstn.weights import WEIGHTS_NAME, load_weights, save_weights
+from rstn.weights import WEIGHTS_NAME
+
 
 class RunInProgressError(RuntimeError):
     """A run is in progress (status "running") and neither resume nor force was asked for."""
@@ -213,40 +202,15 @@ def train_run(
         ConfigChangedError: the record was made with another config and `force` was not given.
         ResultsError: the existing run.json is corrupt and `force` was not given.
     """
-    out_dir = run_dir(results_dir, config.profile, config.row, config.seed)
+    files = _RunFiles(run_dir(results_dir, config.profile, config.row, config.seed),
+                      checkpoint_path(config, checkpoint_root))
     name = f"{config.profile}/{config.row}/seed{config.seed}"
     say = ProgressLog(progress_mode(progress), None)
-    record_path, ckpt_path, pack_path = out_dir / RUN_FILE, checkpoint_path(config, checkpoint_root), out_dir / PACK_NAME
-    wanted = config.to_dict()
-    old = None
-    if record_path.exists() and force:
-        say(f"{name}: force: trained anew, its results replaced")
-    if record_path.exists() and not force:
-        old = read_run(record_path)  # a corrupt file raises ResultsError, which names --force
-        changes = config_differences(old.config, wanted)
-        if changes:
-            raise ConfigChangedError(
-                f"{name}: its record ({old.status}, {counted(old.epochs_run, 'epoch')}, {record_path}) was made "
-                f"with another config ({describe_differences(changes)}); it is kept: --force retrains the run "
-                "and replaces it")
-        if old.finished:
-            say(f"skip {name}: finished with the same config (test error {100 * old.test_error:.2f}% at epoch "
-                f"{old.best_epoch}, {record_path}); force=True / --force retrains it")
-            return RunResult(out_dir, old, skipped=True)
-        if old.status == "running" and not resume:
-            raise RunInProgressError(
-                f"{name} is in progress ({old.epochs_run} epochs, {record_path}): --resume continues it, "
-                "--force starts it over")
-        if old.status == "diverged":
-            say(f"rerun {name}: it diverged before ({old.error})")
-    start = None
-    if resume and old is not None and old.status == "running":
-        start = resume_point(ckpt_path, pack_path, lambda c: same_config(c, wanted), lambda line: say(f"{name}: {line}"))
-        if start is None:
-            say(f"{name}: neither a checkpoint at {ckpt_path} nor a resume pack at {pack_path} (another "
-                f"machine?): starting over; {old.epochs_run} epochs are lost")
-        else:
-            say(f"{name}: resuming from {start.describe()}")
+    old = _record_to_continue(config, files, name, resume=resume, force=force, say=say)
+    if old is not None and old.finished:
+        return RunResult(files.folder, old, skipped=True)
+    start = _start_point(config, files, old, name, say) if resume and old is not None and \
+        old.status == "running" else None
 
     device = resolve_device(device)
     if data is None:
@@ -258,60 +222,142 @@ def train_run(
     torch.manual_seed(config.seed)  # model initialisation
     model = build_model(config.model)
     # the splits now (a lazy mapping loads here): a missing MNIST fails before any folder is made
-    data = {name: data[name] for name in ("train", "valid", "test")}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    data = {split: data[split] for split in ("train", "valid", "test")}
+    files.folder.mkdir(parents=True, exist_ok=True)
     if start is None:  # the checkpoint too: a run that diverges before its first one must not read another's
-        for stale in (record_path, out_dir / ATTENTION_NAME, out_dir / LOG_NAME, out_dir / WEIGHTS_NAME, pack_path,
-                      ckpt_path):
-            stale.unlink(missing_ok=True)
+        files.clear()
     git = git_info()
+    state = _fit_recorded(config, model, data, files, start, device, git, name, deadline=deadline,
+                          checkpoint_every=checkpoint_every, progress=progress)
+    return _finish(config, state, model, data["test"], files, device, git, name, say)
 
+
+@dataclass(frozen=True)
+class _RunFiles:
+    """The files of one run: its results folder (record, log, attention, weights, pack) and its checkpoint."""
+
+    folder: Path
+    checkpoint: Path
+
+    @property
+    def record(self) -> Path:
+        return self.folder / RUN_FILE
+
+    @property
+    def pack(self) -> Path:
+        return self.folder / PACK_NAME
+
+    @property
+    def attention(self) -> Path:
+        return self.folder / ATTENTION_NAME
+
+    def clear(self) -> None:
+        """Delete what an earlier start of the run left: it starts over."""
+        for stale in (self.record, self.attention, self.folder / LOG_NAME, self.folder / WEIGHTS_NAME, self.pack,
+                      self.checkpoint):
+            stale.unlink(missing_ok=True)
+
+
+def _record_to_continue(config: RunConfig, files: _RunFiles, name: str, *, resume: bool, force: bool,
+                        say: Callable[[str], None]) -> RunRecord | None:
+    """The run's record if it is kept: finished (to skip) or one to resume; None: the run starts anew.
+
+    Raises ConfigChangedError (another config's record), RunInProgressError (in progress, neither resume nor
+    force) and ResultsError (a corrupt record, without force)."""
+    if not files.record.exists():
+        return None
+    if force:
+        say(f"{name}: force: trained anew, its results replaced")
+        return None
+    old = read_run(files.record)  # a corrupt file raises ResultsError, which names --force
+    changes = config_differences(old.config, config.to_dict())
+    if changes:
+        raise ConfigChangedError(
+            f"{name}: its record ({old.status}, {counted(old.epochs_run, 'epoch')}, {files.record}) was made "
+            f"with another config ({describe_differences(changes)}); it is kept: --force retrains the run "
+            "and replaces it")
+    if old.finished:
+        say(f"skip {name}: finished with the same config (test error {100 * old.test_error:.2f}% at epoch "
+            f"{old.best_epoch}, {files.record}); force=True / --force retrains it")
+    elif old.status == "running" and not resume:
+        raise RunInProgressError(
+            f"{name} is in progress ({old.epochs_run} epochs, {files.record}): --resume continues it, "
+            "--force starts it over")
+    elif old.status == "diverged":
+        say(f"rerun {name}: it diverged before ({old.error})")
+    return old
+
+
+def _start_point(config: RunConfig, files: _RunFiles, old: RunRecord, name: str,
+                 say: Callable[[str], None]) -> ResumePoint | None:
+    """Where a run in progress goes on from: its checkpoint or its pack, whichever got further; None: over."""
+    wanted = config.to_dict()
+    start = resume_point(files.checkpoint, files.pack, lambda c: same_config(c, wanted),
+                         lambda line: say(f"{name}: {line}"))
+    if start is None:
+        say(f"{name}: neither a checkpoint at {files.checkpoint} nor a resume pack at {files.pack} (another "
+            f"machine?): starting over; {old.epochs_run} epochs are lost")
+    else:
+        say(f"{name}: resuming from {start.describe()}")
+    return start
+
+
+def _fit_recorded(config: RunConfig, model: nn.Module, data: Mapping[str, SplitLike], files: _RunFiles,
+                  start: ResumePoint | None, device: torch.device, git: dict, name: str, *, deadline: float | None,
+                  checkpoint_every: int, progress: str | bool | None) -> FitResult:
+    """`fit` with run.json rewritten after every epoch and the pack at every checkpoint; a divergence is
+    recorded (status "diverged", the epochs as last saved) and re-raised."""
     def write_progress(state: FitResult) -> None:
         # attention.npz, if any, is the one saved when the run last paused
-        write_run(record_path, _record(config, state, device, git, attention=(out_dir / ATTENTION_NAME).exists()))
+        write_run(files.record, _record(config, state, device, git, attention=files.attention.exists()))
 
     try:
-        state = fit(model, data, config.train, seed=config.seed, dropout=config.model.dropout, device=device,
-                    run_dir=out_dir, checkpoint_path=ckpt_path, checkpoint_every=checkpoint_every,
-                    resume_from=start, deadline=deadline, progress=progress, label=name,
-                    checkpoint_extra={"config": wanted},
-                    session={**git, "device": device_name(device), "processor": processor_name(),
-                             "cpu": processor_id()},
-                    on_epoch_end=write_progress, on_checkpoint=lambda ckpt: write_pack(pack_path, ckpt))
+        return fit(model, data, config.train, seed=config.seed, dropout=config.model.dropout, device=device,
+                   run_dir=files.folder, checkpoint_path=files.checkpoint, checkpoint_every=checkpoint_every,
+                   resume_from=start, deadline=deadline, progress=progress, label=name,
+                   checkpoint_extra={"config": config.to_dict()},
+                   session={**git, "device": device_name(device), "processor": processor_name(),
+                            "cpu": processor_id()},
+                   on_epoch_end=write_progress, on_checkpoint=lambda ckpt: write_pack(files.pack, ckpt))
     except NonFiniteLossError as err:
-        ckpt = latest_state(ckpt_path, pack_path)  # the epochs before the divergence, as last saved
+        ckpt = latest_state(files.checkpoint, files.pack)  # the epochs before the divergence, as last saved
         state = FitResult(ckpt["history"], ckpt["best_epoch"], None, "diverged", None, ckpt["elapsed_s"],
                           ckpt["sessions"], ckpt["started_at"]) if ckpt else \
             FitResult([], -1, None, "diverged", None, 0.0, [], utc_now())
-        write_run(record_path, _record(config, state, device, git, status="diverged",
-                                       stop_reason="non_finite_loss", error=str(err)))
-        pack_path.unlink(missing_ok=True)  # a diverged run is not resumed
+        write_run(files.record, _record(config, state, device, git, status="diverged",
+                                        stop_reason="non_finite_loss", error=str(err)))
+        files.pack.unlink(missing_ok=True)  # a diverged run is not resumed
         raise
 
+
+def _finish(config: RunConfig, state: FitResult, model: nn.Module, test: SplitLike, files: _RunFiles,
+            device: torch.device, git: dict, name: str, say: Callable[[str], None]) -> RunResult:
+    """After `fit` returns: the best weights' attention, the record, and the weights (finished) or the
+    pack (paused) beside it; says what happened."""
     t0 = time.perf_counter()
     has_attention = state.best_state is not None
     if has_attention:
         model.load_state_dict(state.best_state)
-        tmp = out_dir / f".{ATTENTION_NAME}.tmp.npz"  # then renamed: a kill never leaves half a file
-        np.savez_compressed(tmp, **attention_arrays(model, data["test"], config.train.n_attention, device))
-        os.replace(tmp, out_dir / ATTENTION_NAME)
+        tmp = files.folder / f".{ATTENTION_NAME}.tmp.npz"  # then renamed: a kill never leaves half a file
+        np.savez_compressed(tmp, **attention_arrays(model, test, config.train.n_attention, device))
+        os.replace(tmp, files.attention)
     state.elapsed_s += time.perf_counter() - t0
     record = _record(config, state, device, git, attention=has_attention)
     if record.finished and state.best_state is not None:
-        save_best_weights(out_dir / WEIGHTS_NAME, state.best_state, record)
-    write_run(record_path, record)
+        save_best_weights(files.folder / WEIGHTS_NAME, state.best_state, record)
+    write_run(files.record, record)
     error = f"test error {100 * record.test_error:.2f}% at best epoch {record.best_epoch}" \
         if record.test_error is not None else "no epoch finished"
     if record.finished:
-        pack_path.unlink(missing_ok=True)  # only runs in progress have a pack
+        files.pack.unlink(missing_ok=True)  # only runs in progress have a pack
         say(f"done {name}: {error} ({record.epochs_run} epochs, {record.stop_reason}, "
-            f"{format_duration(record.wall_time_s)}) -> {out_dir}")
+            f"{format_duration(record.wall_time_s)}) -> {files.folder}")
     else:
-        size = f"{pack_path.stat().st_size / 1e6:.1f} MB" if pack_path.exists() else "none written"
+        size = f"{files.pack.stat().st_size / 1e6:.1f} MB" if files.pack.exists() else "none written"
         say(f"paused {name} (time budget): {error}, {counted(record.epochs_run, 'epoch')} so far, "
-            f"{format_duration(record.wall_time_s)}; --resume continues it from {ckpt_path} or its resume pack "
-            f"{pack_path} ({size})")
-    return RunResult(out_dir, record)
+            f"{format_duration(record.wall_time_s)}; --resume continues it from {files.checkpoint} or its resume "
+            f"pack {files.pack} ({size})")
+    return RunResult(files.folder, record)
 
 
 def carry_run(config: RunConfig, results_dir: str | Path = "results", checkpoint_root: str | Path | None = None
@@ -346,52 +392,6 @@ def carry_run(config: RunConfig, results_dir: str | Path = "results", checkpoint
         f" (its record has {record.epochs_run}: a resume from it retrains the rest)"
     return (f"{name}: in progress: wrote {folder / PACK_NAME} ({size / 1e6:.1f} MB) from the checkpoint after "
             f"epoch {state['epoch']}{note}")
-
-
-def save_best_weights(path: Path, best_state: Mapping[str, torch.Tensor], record: RunRecord) -> int:
-    """weights.safetensors: the best-validation weights in float16, with the epoch and config as metadata."""
-    return save_weights(path, best_state, {"row": record.row, "profile": record.profile, "seed": str(record.seed),
-                                           "epoch": str(record.best_epoch), "config": json.dumps(record.config)})
-
-
-def load_trained(row: str, profile: str = "paper", seed: int = 0, *, results_dir: str | Path = "results",
-                 device: str | torch.device = "cpu") -> nn.Module:
-    """The model of a finished run with its best-validation weights (float16 on disk, float32 here), in
-    eval mode. Example: `load_trained("rnn-spn-d3")(x).theta`.
-
-    Raises:
-        FileNotFoundError: the run has no weights (not finished, or finished before runs kept them).
-    """
-    from rstn.models import ModelConfig, build_model
-
-    folder = run_dir(results_dir, profile, get_row(row).name, seed)
-    path = folder / WEIGHTS_NAME
-    if not path.exists():
-        status = read_run(folder / RUN_FILE).status if (folder / RUN_FILE).exists() else "not run"
-        raise FileNotFoundError(f"{path} does not exist ({profile}/{row}/seed{seed}: {status}); only runs that "
-                                "finished with a checkpoint of their best epoch have weights")
-    record = read_run(folder / RUN_FILE)
-    model = build_model(filled(ModelConfig, record.config["model"]))
-    tensors, _ = load_weights(path)
-    model.load_state_dict(tensors)
-    return model.to(device).eval()
-
-
-@torch.no_grad()
-def trained_glimpses(row: str, profile: str = "paper", seed: int = 0, n: int = 1000, *,
-                     results_dir: str | Path = "results", batch: int = 250) -> tuple[np.ndarray, np.ndarray]:
-    """(theta (n, T, 2, 3), boxes (n, 3, 4)) of a finished run's trained model (`load_trained`) on the first
-    `n` sequences of its test split: attention beyond the images the run saved (chapter 5)."""
-    from rstn.configs import filled
-    from rstn.data import SequenceConfig, load_sequences
-
-    model = load_trained(row, profile, seed, results_dir=results_dir)
-    record = read_run(run_dir(results_dir, profile, get_row(row).name, seed) / RUN_FILE)
-    test = load_sequences(filled(SequenceConfig, record.config["data"]), seed=record.config.get("data_seed", 0))["test"]
-    n = min(n, len(test.labels))
-    images = torch.as_tensor(np.asarray(test.images[:n]), dtype=torch.float32).unsqueeze(1)  # (n, 1, H, W)
-    thetas = [model(images[a:a + batch]).theta for a in range(0, n, batch)]
-    return torch.cat(thetas).numpy(), np.asarray(test.boxes[:n], dtype=np.float32)
 
 
 def train_row(row: str, profile: str = "auto", seed: int = 0, *, results_dir: str | Path = "results",

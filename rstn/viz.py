@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from rstn.data import SequenceSplit
-from rstn.results import estimate
+from rstn.generator import SequenceSplit
+from rstn.table import estimate
 
 # One colour per glimpse step (and digit position), in every figure and explorer: Okabe-Ito, which readers
 # with colour-blindness tell apart. rstn.explorers hands it to the browser.
@@ -81,7 +81,7 @@ def plot_attention(images: np.ndarray, theta: np.ndarray, d: float = 1, labels: 
     """
     import torch
 
-    from rstn.attention import glimpse_corners
+    from rstn.glimpses import glimpse_corners
     from rstn.sampler import transform
 
     images, theta = np.asarray(images, np.float32), np.asarray(theta, np.float32)
@@ -143,7 +143,7 @@ def plot_table1_by_d(table: Sequence, profile: str, top: float = 6.0) -> Figure:
     edge, labelled with the value, instead of squeezing the paper's range.
 
     Args:
-        table: the rows of :func:`rstn.results.load_table` (``model``, ``d``, ``paper_error``, ``mean``,
+        table: the rows of :func:`rstn.table.load_table` (``model``, ``d``, ``paper_error``, ``mean``,
             ``test_errors``); profile: the profile named in the title and legend. Error bars: 2 standard errors.
     """
     ours = [r.mean for r in table if r.mean is not None]
@@ -164,7 +164,7 @@ def plot_table1_by_d(table: Sequence, profile: str, top: float = 6.0) -> Figure:
         ax.plot([r.d for r in mine], [r.paper_error for r in mine], "--o", ms=3, color=colour, alpha=0.7,
                 label=f"{kind}, paper")
         have = [r for r in mine if r.mean is not None and r.mean <= top]
-        if have:  # the bars: 2 standard errors (`rstn.results.estimate`), the margin Table 1 judges by
+        if have:  # the bars: 2 standard errors (`rstn.table.estimate`), the margin Table 1 judges by
             ax.errorbar([r.d for r in have], [r.mean for r in have], yerr=[2 * estimate(r).se for r in have],
                         marker="o", color=colour, capsize=3, label=f"{kind}, ours ({profile}) ± 2 SE")
         for r in mine:
@@ -212,7 +212,7 @@ def plot_learning_curves(runs: Sequence, table: Sequence, profile: str) -> Figur
     plain percentages as labels: the curves fall from chance (90 %) to a few per cent.
 
     Args:
-        runs: run records (`rstn.results.load_runs`); table: the rows of `load_table` (for the order and
+        runs: run records (`rstn.records.load_runs`); table: the rows of `load_table` (for the order and
             the families); profile: named in the titles.
     """
     from matplotlib.ticker import FixedLocator, NullFormatter
@@ -262,7 +262,7 @@ def plot_run_curves(record, paper_error: float | None = None) -> Figure:
     """One run's training loss, and its train / valid / test per-digit error, per epoch (chapter 3).
 
     Args:
-        record: a `rstn.results.RunRecord`; the dotted vertical marks its best-validation epoch.
+        record: a `rstn.records.RunRecord`; the dotted vertical marks its best-validation epoch.
         paper_error: the paper's test error of the row (%), drawn dashed; None for none.
     """
     history = record.history

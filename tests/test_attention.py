@@ -319,3 +319,25 @@ def test_glimpse_shape_of_known_transforms():
     assert (sheared.top_edge_deg, sheared.side_edge_deg, sheared.edge_angle_deg) == pytest.approx((45, 0, 45))
     boxes = np.array([[[36.0, 36.0, 64.0, 64.0]]])  # one digit box around the centre
     assert glimpse_shape(theta(1, 0, 0, 1), 100, 100, boxes).centre_offset_px == pytest.approx(0.0)
+
+
+def test_identity_baseline_and_describe_scored_of_known_boxes():
+    # three abutting 28 x 28 digits across a 100 x 100 canvas: the identity box is the canvas (100 x 100)
+    boxes = torch.tensor([[[8.0, 36.0, 36.0, 64.0], [36.0, 36.0, 64.0, 64.0], [64.0, 36.0, 92.0, 64.0]]] * 2)
+    line = attention.identity_baseline(boxes, 100, 100)
+    assert f"IoU {28 * 28 / 100**2:.3f} with a digit" in line and f"{84 * 28 / 100**2:.3f} with a whole" in line
+    # a glimpse on each digit: theta scales by 28/100 about the digit's centre (end points on pixel centres)
+    on_digits = torch.stack([attention_theta_on(box, 100) for box in boxes[0]])[None].expand(2, 3, 2, 3)
+    text = attention.describe_scored("exact", on_digits, boxes, 100, 100)
+    assert text.startswith("exact on 2 test sequences: step t on digit t 100 %, target inside 100 %")
+
+
+def attention_theta_on(box: torch.Tensor, canvas: int) -> torch.Tensor:
+    """The theta whose glimpse box (`theta_box`) is exactly `box` (x0, y0, x1, y1) on a square canvas."""
+    size = (box[2] - box[0]) - 1  # the corner samples sit half a pixel inside the box
+    centre = (box[:2] + box[2:]) / 2
+    scale = size / (canvas - 1)
+    shift = (centre - canvas / 2) / ((canvas - 1) / 2)
+    theta = torch.tensor([[scale, 0.0, shift[0]], [0.0, scale, shift[1]]])
+    assert torch.allclose(theta_box(theta, canvas, canvas), box, atol=1e-4)
+    return theta

@@ -92,7 +92,7 @@ def _refuse(model_config):
 
 
 def test_the_book_shows_the_best_profile_with_results(tmp_path):
-    assert book.BOOK_PROFILE == "auto" and book.book_profile(tmp_path) is None
+    assert book.BOOK_PROFILE == experiments.BEST == "best" and book.book_profile(tmp_path) is None
     _finished_record(tmp_path, experiments.run_config(ROW, "smoke", 0))
     assert book.book_profile(tmp_path) == "smoke" and book.writes_book("smoke", tmp_path)
     _finished_record(tmp_path, experiments.run_config(ROW, "quick", 0))
@@ -159,6 +159,25 @@ def test_cli_has_replicate_and_chapters():
     args = parser.parse_args(["chapters", "04-results", "--profile", "quick"])
     assert args.names == ["04-results"] and args.func is cli._cmd_chapters
     assert cli.main(["chapters", "--profile", "fast"]) == 2
+
+
+def test_rstn_chapters_shows_the_best_profile_by_default_and_reads_auto_as_best(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(book, "run_chapters", lambda names, profile, **kwargs: calls.append((names, profile)))
+    assert cli.build_parser().parse_args(["chapters"]).profile == experiments.BEST
+    assert cli.main(["chapters"]) == 0 and capsys.readouterr().err == ""
+    assert cli.main(["chapters", "--profile", "auto"]) == 0
+    assert "--profile auto is a deprecated alias of --profile best" in capsys.readouterr().err
+    assert cli.main(["chapters", "04-results", "--profile", "quick"]) == 0
+    assert calls == [([], "best"), ([], "auto"), (["04-results"], "quick")]
+
+
+@pytest.mark.parametrize("profile", [None, "best", "auto"])
+def test_the_books_own_choice_renders_into_book_under_each_of_its_names(repo, monkeypatch, profile):
+    ran = []
+    monkeypatch.setattr(book, "execute", lambda source, target, parameters: ran.append((target, parameters)))
+    assert book.run_chapters(["04-results"], profile, root=repo, out=None) == [repo / "book" / "04-results.ipynb"]
+    assert ran == [(repo / "book" / "04-results.ipynb", {})]  # no profile passed: each chapter picks the best
 
 
 def test_one_chapter_with_parameters_of_ones_own_renders_apart_and_names_a_wrong_one(repo, capsys):

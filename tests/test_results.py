@@ -234,6 +234,31 @@ def test_the_readme_shows_table_1_of_the_committed_results():
         "README's Table 1 is out of date: run `rstn table --profile paper --write-readme README.md`"
 
 
+def test_best_is_the_best_profile_with_results_and_what_rstn_table_shows_by_default(tmp_path, capsys):
+    """`best` (rstn.experiments.BEST) is the first of paper, quick, smoke that has results, paper where none
+    has; a profile named is itself. `rstn table` shows it by default, as `--profile best` does."""
+    from rstn import cli
+    from rstn.experiments import BEST
+    from rstn.records import best_profile, display_profile
+
+    assert best_profile(tmp_path) is None and display_profile(BEST, tmp_path) == "paper"  # the one fallback
+    write_run(tmp_path / "smoke" / "rnn-spn-d4" / "seed0" / "run.json", make_record())
+    assert best_profile(tmp_path) == "smoke" == display_profile(BEST, tmp_path) == display_profile(None, tmp_path)
+    assert display_profile("quick", tmp_path) == "quick"  # named: itself, results or not
+    assert display_profile(BEST, tmp_path, has=lambda folder: folder.name == "quick") == "quick"
+    assert display_profile(BEST, tmp_path, has=lambda folder: False) == "paper"
+    assert load_table(BEST, tmp_path)[0].profile == load_table(None, tmp_path)[0].profile == "smoke"
+    quick = make_record(profile="quick", config=run_config("rnn-spn-d4", "quick", seed=0).to_dict())
+    write_run(tmp_path / "quick" / "rnn-spn-d4" / "seed0" / "run.json", quick)
+    assert display_profile(BEST, tmp_path) == "quick"  # quick ranks above smoke
+    shown = []
+    for argv in (["table"], ["table", "--profile", "best"], ["table", "--profile", "quick"]):
+        assert cli.main([*argv, "--results-dir", str(tmp_path)]) == 0
+        shown.append(capsys.readouterr().out)
+    assert shown[0] == shown[1] == shown[2] and "profile 'quick'" in shown[0]
+    assert default_table_profile(tmp_path) == "quick"  # the older name of the same rule
+
+
 def test_markdown_table_escapes_pipes_in_cells():
     from rstn.results import markdown_table
 

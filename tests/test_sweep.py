@@ -1,13 +1,17 @@
-"""The sweep's whole path on a CPU: submitit's local executor, the smoke profile, a deadline that stops the
-run mid-way, the archive that carries it, and the resume from that archive."""
+"""The sweep's whole path on a CPU: the smoke profile, a deadline that stops the run mid-way, the archive
+that carries it, and the resume from that archive: in this process on a ticking clock (fast), and through
+submitit's local executor on the real clock (marked slow: its jobs are other processes)."""
 
 from __future__ import annotations
 
 import tarfile
+import time
+import types
 
 import pytest
 import torch
 
+import rstn.epoch
 from rstn import experiments, sweep
 from rstn.experiments import run_config
 from rstn.results import RUN_FILE, read_run, without_timing
@@ -22,18 +26,49 @@ def test_plan_deals_runs_into_lanes_of_equal_cost():
     assert len(the_plan.configs) == 27 and len(the_plan.lanes) == 9
     assert sorted(c.row + str(c.seed) for lane in the_plan.lanes for c in lane) == \
         sorted(c.row + str(c.seed) for c in the_plan.configs)
-    costs = [sum(sweep.COST[c.row] for c in lane) for lane in the_plan.lanes]
+    costs = [sum(sweep.cost(c.row) for c in lane) for lane in the_plan.lanes]
     assert max(costs) <= 1.5 * sum(costs) / len(costs)  # the three d=1 rows x 3 seeds dominate
     with pytest.raises(ValueError, match="concurrency"):
         sweep.plan(None, "smoke", [0], concurrency=0)
 
 
-def test_local_sweep_deadline_archive_and_resume(tmp_path, mnist_file):
-    results, ckpts = tmp_path / "results", tmp_path / "ckpt"
-    rows = ["ffn-spn-d4"]
-    summaries = sweep.sweep(rows, "smoke", [0], executor="local", concurrency=1, results_dir=results,
-                            checkpoint_root=ckpts, device="cpu", budget_s=20, checkpoint_every=3,
+class TickingClock:
+    """A monotonic clock that moves `tick` seconds each time it is read: a deadline passes after a known
+    number of reads (about four an epoch of the smoke profile), not after real seconds."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = time.monotonic(), tick
+
+    def monotonic(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_sweep_deadline_archive_and_resume_on_a_ticking_clock(tmp_path, mnist_file, monkeypatch):
+    """The debug executor (lanes in this process), the deadline on `TickingClock` (`rstn.epoch` is where
+    every deadline check reads the clock; `rstn.sweep` where a lane sets it), checkpoints every 3 epochs."""
+    clock = TickingClock(1.0)
+    monkeypatch.setattr(rstn.epoch, "time", types.SimpleNamespace(monotonic=clock.monotonic))
+    # the lane turns the budget into a monotonic deadline: on the same clock
+    monkeypatch.setattr(sweep, "time", types.SimpleNamespace(monotonic=clock.monotonic, time=time.time,
+                                                             sleep=time.sleep))
+    summaries = sweep.sweep(["ffn-spn-d4"], "smoke", [0], executor="debug", results_dir=tmp_path / "results",
+                            checkpoint_root=tmp_path / "ckpt", device="cpu", budget_s=30, checkpoint_every=3,
                             log_dir=tmp_path / "jobs", **LONG)
+    _check_deadline_archive_and_resume(tmp_path, summaries)
+
+
+@pytest.mark.slow
+def test_local_sweep_deadline_archive_and_resume(tmp_path, mnist_file):
+    """The same through submitit's local executor: its job is another process, on the real clock (~50 s)."""
+    summaries = sweep.sweep(["ffn-spn-d4"], "smoke", [0], executor="local", concurrency=1,
+                            results_dir=tmp_path / "results", checkpoint_root=tmp_path / "ckpt", device="cpu",
+                            budget_s=20, checkpoint_every=3, log_dir=tmp_path / "jobs", **LONG)
+    _check_deadline_archive_and_resume(tmp_path, summaries)
+
+
+def _check_deadline_archive_and_resume(tmp_path, summaries):
+    results, ckpts, rows = tmp_path / "results", tmp_path / "ckpt", ["ffn-spn-d4"]
     assert [s["status"] for s in summaries] == ["running"]  # stopped by the deadline, resumable
     record = read_run(results / "smoke" / "ffn-spn-d4" / "seed0" / RUN_FILE)
     assert record.stop_reason == "time_budget" and 0 < record.epochs_run < 300
@@ -371,3 +406,22 @@ def test_the_archive_is_written_while_waiting_and_when_the_sweep_fails(monkeypat
         cli.main(["sweep", "--row", "ffn-spn-d4", "--profile", "smoke", "--results-dir", str(results),
                   "--out", str(out)])
     assert packed == ["pack", True, "pack"]  # while waiting, then once more on the way out
+
+
+def test_the_sweep_takes_model_and_data_fields_as_rstn_train_does(tmp_path, monkeypatch):
+    from rstn import cli
+
+    planned = {}
+
+    def fake_sweep(rows, profile, seeds, **kwargs):
+        planned.update(kwargs)
+        return []
+
+    monkeypatch.setattr(sweep, "sweep", fake_sweep)
+    cli.main(["sweep", "--row", "rnn-spn-d4", "--profile", "smoke", "--results-dir", str(tmp_path),
+              "--set", "model.dropout=0.25", "data.x_placement=random", "lr=0.001"])
+    assert planned["model"] == {"dropout": 0.25} and planned["data"] == {"x_placement": "random"}
+    assert planned["lr"] == 0.001
+    config = sweep.plan(["rnn-spn-d4"], "smoke", [0], 1, model={"dropout": 0.25}, lr=0.001).configs[0]
+    assert config.model.dropout == 0.25 and config.train.lr == 0.001
+    assert cli.main(["sweep", "--row", "rnn-spn-d4", "--profile", "smoke", "--set", "data.nope=1"]) == 2

@@ -116,13 +116,13 @@ def test_norm_constraint_alone_rescales_to_max_norm():
 
 
 def test_trainer_clips_elements_only_where_the_model_asks():
-    from rstn.train import _element_clip
+    from rstn.train import element_clip_for
 
     config = TrainConfig()
-    assert _element_clip(config, SimpleNamespace(uses_element_clipping=True)) == 1.0
-    assert _element_clip(config, SimpleNamespace(uses_element_clipping=False)) is None
-    assert _element_clip(TrainConfig(element_clip="never"), SimpleNamespace(uses_element_clipping=True)) is None
-    assert _element_clip(TrainConfig(element_clip="always"), SimpleNamespace()) == 1.0
+    assert element_clip_for(config, SimpleNamespace(uses_element_clipping=True)) == 1.0
+    assert element_clip_for(config, SimpleNamespace(uses_element_clipping=False)) is None
+    assert element_clip_for(TrainConfig(element_clip="never"), SimpleNamespace(uses_element_clipping=True)) is None
+    assert element_clip_for(TrainConfig(element_clip="always"), SimpleNamespace()) == 1.0
 
 
 
@@ -391,7 +391,7 @@ def test_out_of_time_between_checkpoints_goes_back_to_the_last_one(tmp_path, mon
     result holds no epoch (and no best state), and a resume ends exactly where one uninterrupted run ends."""
     import types
 
-    import rstn.train as train_module
+    import rstn.epoch as deadline_module  # where the deadline is read (rstn.epoch.Deadline)
 
     config = TrainConfig(**{**CONFIG.__dict__, "max_epochs": 4})
     straight = fit(tiny_model(), tiny_data(), config, seed=0, run_dir=tmp_path / "a", progress="none")
@@ -403,8 +403,7 @@ def test_out_of_time_between_checkpoints_goes_back_to_the_last_one(tmp_path, mon
         clock["calls_after"] += 1
         return 0.0 if clock["calls_after"] == 1 else 1e9
 
-    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(monotonic=monotonic,
-                                                                     perf_counter=time.perf_counter))
+    monkeypatch.setattr(deadline_module, "time", types.SimpleNamespace(monotonic=monotonic))
     paused = fit(tiny_model(), tiny_data(), config, seed=0, run_dir=tmp_path / "b", progress="none",
                  checkpoint_every=3, deadline=1e6,
                  on_epoch_end=lambda state: clock.update(epochs=clock["epochs"] + 1))

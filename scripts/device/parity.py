@@ -22,7 +22,7 @@ from rstn.experiments import ROWS
 from rstn.models import build_model
 from rstn.optim import LasagneRMSprop
 from rstn.optim import clip_gradients
-from rstn.train import DeviceSplit, TrainConfig, _element_clip, sequence_loss
+from rstn.train import DeviceSplit, TrainConfig, element_clip_for, sequence_loss
 
 OPTIONS = {  # name: (TrainConfig changes, relative tolerance on each step's loss, needs CUDA)
     "channels_last": ({"channels_last": False}, 2e-3, False),  # the default is on: compare with it off
@@ -46,7 +46,7 @@ def losses(row: str, config: TrainConfig, steps: int, device: torch.device, seed
         model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model, mode=config.compile_mode) if config.compile else model
     optimizer = LasagneRMSprop(model.parameters(), lr=config.lr, rho=config.rho, eps=config.eps)
-    clip = _element_clip(config, model)
+    clip = element_clip_for(config, model)
     out = []
     for i in range(steps):
         x, y = split.batch(torch.arange(i * config.batch_size, (i + 1) * config.batch_size, device=device),
