@@ -15,7 +15,7 @@
  */
 (function () {
   'use strict';
-  const VERSION = '2';
+  const VERSION = '3';
   // Every output inlines this file; the first copy defines the API and later copies reuse it.
   if (window.rstnExplorer && window.rstnExplorer.version === VERSION) return;
 
@@ -152,7 +152,8 @@
 
   /**
    * The input drawn SCALE times larger inside a margin, so that sample points and boxes that fall outside
-   * the image (where the sampler reads zero) stay visible. Returns {canvas, ctx, draw(image), point(x, y)}.
+   * the image (where the sampler reads zero) stay visible. Returns {canvas, ctx, pad, scale, draw(image),
+   * point(x, y)}: pad is the margin in image pixels, scale the canvas pixels per image pixel.
    */
   function inputView(height, width) {
     const pad = Math.round(MARGIN * Math.max(height, width));
@@ -162,7 +163,7 @@
     const ctx = canvas.getContext('2d');
     const pixels = document.createElement('canvas');  // the image at its own size, scaled up when drawn
     return {
-      canvas: canvas, ctx: ctx,
+      canvas: canvas, ctx: ctx, pad: pad, scale: SCALE,
       /** Normalised (x, y) -> canvas pixels: image pixels (normalisedToPixels), shifted by the margin, scaled. */
       point: (x, y) => normalisedToPixels(x, y, height, width).map((p) => (p + pad) * SCALE),
       /** Clear the view and draw `image` with the margin around it hatched (outside: reads 0). */
@@ -466,6 +467,8 @@
     outputSize, affineGrid, bilinearSample, attentionTheta, attentionForm, normalisedToPixels, transform,
     decodeArray, canvasGray,
     mountAffine, mountAttention,
+    // the drawing helpers, for the live explorer (rstn/assets/live.js), which inlines this file before its own
+    ui: { el, drawGray, inputView, thetaQuad, strokePolygon },
     instances: [],
     /** The first affine explorer's warp of its image by theta at d: {height, width, data (floats in [0, 1])}. */
     sample: (theta, d) => {

@@ -57,8 +57,14 @@ try {
   await page.goto(url, { waitUntil: 'load' });
   await page.waitForFunction(() => window.rstnExplorer && window.rstnExplorer.instances.length > 0, null, { timeout: 15000 });
   await page.waitForLoadState('networkidle');
-  report.explorers_in_page = await page.locator('.rstn-explorer').count();
+  // the live model (rstn/assets/live.js) registers with window.rstnLive; tests/browser/test_live_page.py drives it
+  report.explorers_in_page = await page.locator('.rstn-explorer:not(.rstn-live)').count();
   report.explorers_mounted = await page.evaluate(() => window.rstnExplorer.instances.map((i) => i.kind));
+  report.live = await page.evaluate(() => {
+    const missing = document.querySelector('#live-model [data-role=missing]');
+    return { containers: document.querySelectorAll('#live-model').length, missing: missing ? missing.textContent : null,
+      mounted: window.rstnLive ? window.rstnLive.instances.length : 0 };
+  });
 
   // ---- the affine explorer, used through its controls
   const affine = page.locator('.rstn-explorer.rstn-affine').first();

@@ -15,59 +15,27 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 import torch
+from browserlib import ARTIFACTS, HERE, ROOT, ensure_browser, needs_browser, serve
 
 from rstn import explorers
 from rstn.sampler import transform
 
-pytestmark = pytest.mark.skipif(os.environ.get("RSTN_BROWSER_TEST") != "1",
-                                reason="needs headless Chromium: run `make browser-test`")
+pytestmark = needs_browser
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-ARTIFACTS = ROOT / "artifacts" / "browser"
 BOOK_HTML = Path(os.environ.get("RSTN_BOOK_HTML", ROOT / "_build" / "html"))
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 GREY_LEVEL = 1 / 255
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
-        pass
-
-
-@contextmanager
-def serve(directory: Path) -> Iterator[str]:
-    """http.server on a free localhost port, serving `directory`; yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(directory)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="session")
 def browser_ready() -> None:
-    if shutil.which("node") is None or not CHROMIUM.exists():
-        pytest.fail(f"needs node and {CHROMIUM}: run `bash scripts/ci-browser-deps.sh`")
-    if not (HERE / "node_modules" / "playwright-core").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    ensure_browser()
 
 
 def open_page(directory: Path, page: str, name: str) -> dict:
@@ -227,3 +195,20 @@ def test_step_numbers_of_coinciding_glimpses_stay_apart(report):
         xy = np.array([[p["x"], p["y"]] for p in labels["rnn-spn-d4"]])
         gaps = np.hypot(*(xy[:, None] - xy[None]).transpose(2, 0, 1))[~np.eye(len(xy), dtype=bool)]
         assert report["name"] != "standalone" or gaps.min() > 100
+
+
+def test_chapter_7_holds_the_live_model(report):
+    """The book's Explore page has the live explorer's place (#live-model): the model mounted where a finished
+    RNN-SPN run has weights, else the one line that says none exists yet (tests/browser/test_live_page.py
+    tests the explorer itself)."""
+    from rstn.live import live_row
+
+    if report["name"] != "book":
+        pytest.skip("the standalone explorers page holds no live model: test_live_page.py writes its own")
+    live = report["live"]
+    assert live["containers"] == 1, "no #live-model on the built chapter 7: re-execute it (`rstn chapters`)"
+    if live_row(ROOT / "results") is not None:
+        assert live["mounted"] == 1 and live["missing"] is None
+    else:
+        assert live["mounted"] == 0
+        assert live["missing"] and live["missing"].startswith("The live model needs a finished RNN-SPN run")
