@@ -196,6 +196,21 @@
     ctx.stroke();
   }
 
+  /** Step t's number inside corner t (of 4) of its glimpse `quad`, so that coinciding glimpses (every step
+   * at the identity early in training) keep their numbers apart (as rstn.viz.plot_attention); returns where. */
+  function labelStep(ctx, quad, t, color) {
+    const [cx, cy] = quad[t % 4];
+    const mx = (quad[0][0] + quad[2][0]) / 2 - cx, my = (quad[0][1] + quad[2][1]) / 2 - cy;
+    const inward = Math.min(1, 24 / Math.max(Math.hypot(mx, my), 1e-6));
+    const x = cx + mx * inward, y = cy + my * inward;
+    ctx.fillStyle = color;
+    ctx.font = 'bold 28px sans-serif';
+    ctx.textAlign = 'center';
+    ctx.textBaseline = 'middle';
+    ctx.fillText(String(t + 1), x, y);
+    return { x, y };
+  }
+
   /** Small DOM helper: el('div', {class: 'x'}, child, 'text', ...). */
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -403,17 +418,7 @@
         const theta = thetaOf(row, k, t), color = spec.stepColors[t % spec.stepColors.length];
         const quad = thetaQuad(theta, view);
         strokePolygon(ctx, quad, color, 3);
-        // step t's number inside corner t (of 4) of its box, so that coinciding glimpses (every step at the
-        // identity early in training) keep their numbers apart; as rstn.viz.plot_attention
-        const [cx, cy] = quad[t % 4];
-        const mx = (quad[0][0] + quad[2][0]) / 2 - cx, my = (quad[0][1] + quad[2][1]) / 2 - cy;
-        const inward = Math.min(1, 24 / Math.max(Math.hypot(mx, my), 1e-6));
-        ctx.fillStyle = color;
-        ctx.font = 'bold 28px sans-serif';
-        ctx.textAlign = 'center';
-        ctx.textBaseline = 'middle';
-        ctx.fillText(String(t + 1), cx + mx * inward, cy + my * inward);
-        labelled.push({ step: t + 1, x: cx + mx * inward, y: cy + my * inward });
+        labelled.push({ step: t + 1, ...labelStep(ctx, quad, t, color) });
         const canvas = el('canvas', { class: 'rstn-image rstn-crop', 'data-step': t });
         drawGray(canvas, transform(image, theta, row.d));
         canvas.style.borderColor = color;
@@ -468,7 +473,7 @@
     decodeArray, canvasGray,
     mountAffine, mountAttention,
     // the drawing helpers, for the live explorer (rstn/assets/live.js), which inlines this file before its own
-    ui: { el, drawGray, inputView, thetaQuad, strokePolygon },
+    ui: { el, drawGray, inputView, thetaQuad, strokePolygon, labelStep },
     instances: [],
     /** The first affine explorer's warp of its image by theta at d: {height, width, data (floats in [0, 1])}. */
     sample: (theta, d) => {

@@ -19,7 +19,7 @@
   const VERSION = '1';
   if (window.rstnLive && window.rstnLive.version === VERSION) return;
   const X = window.rstnExplorer;
-  const { el, drawGray, inputView, thetaQuad, strokePolygon } = X.ui;
+  const { el, drawGray, inputView, thetaQuad, strokePolygon, labelStep } = X.ui;
 
   // ------------------------------------------------------------------------------- weights ----
 
@@ -414,14 +414,7 @@
       out.theta.forEach((theta, t) => {
         const color = spec.stepColors[t % spec.stepColors.length], quad = thetaQuad(theta, view);
         strokePolygon(ctx, quad, color, 3);
-        // the step number in corner t of its box, so that coinciding glimpses keep their numbers apart
-        const [cx, cy] = quad[t % 4], mx = (quad[0][0] + quad[2][0]) / 2 - cx, my = (quad[0][1] + quad[2][1]) / 2 - cy;
-        const inward = Math.min(1, 24 / Math.max(Math.hypot(mx, my), 1e-6));
-        ctx.fillStyle = color;
-        ctx.font = 'bold 28px sans-serif';
-        ctx.textAlign = 'center';
-        ctx.textBaseline = 'middle';
-        ctx.fillText(String(t + 1), cx + mx * inward, cy + my * inward);
+        labelStep(ctx, quad, t, color);
       });
     }
 

@@ -5,14 +5,12 @@
 //
 // The report holds facts, not verdicts: tests/browser/test_explore_page.py asserts on it and compares
 // the browser's samples with rstn.sampler.transform in Python. Screenshots go to OUT_DIR too.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+import { withOfflinePage } from './offline-page.mjs';
 
 const [url, outDir, name] = process.argv.slice(2);
 if (!url || !outDir || !name) throw new Error('usage: node explore.mjs URL OUT_DIR NAME');
-const started = performance.now();
 
 // theta (t11, t12, t13, t21, t22, t23) and d of the samples compared with Python
 const SAMPLER_CASES = {
@@ -23,37 +21,8 @@ const SAMPLER_CASES = {
   attention_d3: [[0.4, 0, -0.3, 0, 0.4, 0.2], 3],
 };
 
-/** Requests that stay on this machine: the page's own server, or data the page already holds. */
-function isLocal(requestUrl) {
-  const u = new URL(requestUrl);
-  if (['data:', 'blob:', 'about:'].includes(u.protocol)) return true;
-  return ['http:', 'https:'].includes(u.protocol) && ['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname);
-}
-
-const userDataDir = mkdtempSync(join(tmpdir(), 'rstn-chromium-'));  // a fresh profile every run
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--no-first-run'],
-  viewport: { width: 1100, height: 900 },
-});
-const report = { name, url, requests: [], external_requests: [], failed_requests: [], console_errors: [] };
-try {
-  context.on('request', (r) => report.requests.push(r.url()));
-  // anything not local is recorded and never sent
-  await context.route('**/*', (route) => {
-    const u = route.request().url();
-    if (isLocal(u)) return route.continue();
-    report.external_requests.push(u);
-    return route.abort('blockedbyclient');
-  });
-  const page = context.pages()[0] || (await context.newPage());
-  page.on('console', (m) => { if (m.type() === 'error') report.console_errors.push(m.text()); });
-  page.on('pageerror', (e) => report.console_errors.push('uncaught: ' + e.message));
-  page.on('requestfailed', (r) => report.failed_requests.push(r.url() + ' ' + (r.failure() || {}).errorText));
-  page.on('response', (r) => { if (r.status() >= 400) report.failed_requests.push(r.url() + ' HTTP ' + r.status()); });
-
+const report = { url };
+await withOfflinePage({ name, outDir, viewport: { width: 1100, height: 900 }, report }, async (page) => {
   await page.goto(url, { waitUntil: 'load' });
   await page.waitForFunction(() => window.rstnExplorer && window.rstnExplorer.instances.length > 0, null, { timeout: 15000 });
   await page.waitForLoadState('networkidle');
@@ -165,11 +134,6 @@ try {
     await attention.screenshot({ path: join(outDir, `attention-${name}.png`) });
   }
   await page.screenshot({ path: join(outDir, `page-${name}.png`), fullPage: true });
-} finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
-  report.seconds = (performance.now() - started) / 1000;
-  writeFileSync(join(outDir, `report-${name}.json`), JSON.stringify(report));
-}
+});
 console.log(`${name}: ${report.requests.length} requests, ${report.console_errors.length} console errors, ` +
   `${report.seconds.toFixed(1)} s in the browser`);

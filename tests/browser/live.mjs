@@ -6,45 +6,18 @@
 //
 // INPUTS: a file of n float32 images (n, 100, 100), little-endian, fed to every live model on the page.
 // The report holds facts, not verdicts: tests/browser/test_live_page.py compares them with PyTorch.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+
+import { withOfflinePage } from './offline-page.mjs';
 
 const [url, outDir, name, inputsPath] = process.argv.slice(2);
 if (!url || !outDir || !name) throw new Error('usage: node live.mjs URL OUT_DIR NAME [INPUTS]');
-const started = performance.now();
 const CHUNK = 25;  // images per page.evaluate call
 const REPEATS = 15;  // timed forward passes of one input, after the inputs (the JIT is warm by then)
 
-function isLocal(requestUrl) {
-  const u = new URL(requestUrl);
-  if (['data:', 'blob:', 'about:'].includes(u.protocol)) return true;
-  return ['http:', 'https:'].includes(u.protocol) && ['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname);
-}
-
-const userDataDir = mkdtempSync(join(tmpdir(), 'rstn-chromium-'));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--no-first-run'],
-  viewport: { width: 1100, height: 1000 },
-});
-const report = { name, url, requests: [], external_requests: [], failed_requests: [], console_errors: [], models: [] };
-try {
-  context.on('request', (r) => report.requests.push(r.url()));
-  await context.route('**/*', (route) => {
-    const u = route.request().url();
-    if (isLocal(u)) return route.continue();
-    report.external_requests.push(u);
-    return route.abort('blockedbyclient');
-  });
-  const page = context.pages()[0] || (await context.newPage());
-  page.on('console', (m) => { if (m.type() === 'error') report.console_errors.push(m.text()); });
-  page.on('pageerror', (e) => report.console_errors.push('uncaught: ' + e.message));
-  page.on('requestfailed', (r) => report.failed_requests.push(r.url() + ' ' + (r.failure() || {}).errorText));
-
+const report = { url, models: [] };
+await withOfflinePage({ name, outDir, viewport: { width: 1100, height: 1000 }, report }, async (page) => {
   const loadStart = performance.now();
   await page.goto(url, { waitUntil: 'load' });
   report.load_seconds = (performance.now() - loadStart) / 1000;
@@ -133,11 +106,6 @@ try {
     await page.locator('.rstn-live-container').first().screenshot({ path: join(outDir, `live-${name}.png`) });
   }
   await page.screenshot({ path: join(outDir, `page-${name}.png`), fullPage: true });
-} finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
-  report.seconds = (performance.now() - started) / 1000;
-  writeFileSync(join(outDir, `report-${name}.json`), JSON.stringify(report));
-}
+});
 console.log(`${name}: ${report.models.length} live model(s), ${report.console_errors.length} console errors, ` +
   `${report.seconds.toFixed(1)} s in the browser`);
