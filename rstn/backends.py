@@ -143,3 +143,11 @@ def processor_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     kernel_flags = " ".join(f for f in KERNEL_FLAGS if f in flags) or "no avx2"
     return (f"{fields['vendor_id']} family {fields.get('cpu family', '?')} model {fields.get('model', '?')} "
             f"({kernel_flags})")
+
+
+def has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Does this CPU compute bfloat16 in hardware (avx512_bf16 or amx_bf16)? Without it PyTorch emulates
+    bf16 autocast on a CPU, far slower than float32: rnn-spn-d4 took 682 s an epoch in bf16 against 83 s in
+    float32 on a 2-core AVX2 EPYC (timed steps of `rstn train --cpu-queue`)."""
+    flags = processor_id(cpuinfo).rpartition("(")[2].rstrip(")").split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags

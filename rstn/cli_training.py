@@ -91,9 +91,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         if args.overrides:
             raise ValueError("--cpu-queue trains the registered paper-profile runs: --set does not apply to it")
-        configs = queue.resumable_first(queue.queue_configs("paper"), args.results_dir, args.checkpoint_dir)
+        from rstn.backends import has_native_bf16
+
+        ordered, deferred = queue.bf16_deferred(queue.queue_configs("paper"), has_native_bf16())
+        configs = queue.resumable_first(ordered, args.results_dir, args.checkpoint_dir)
         planned = queue.plan(configs, budget_s, args.results_dir, args.checkpoint_dir, device=args.device or "cpu")
-        print(queue.describe_plan(planned, budget_s), flush=True)
+        print(queue.describe_plan(planned, budget_s, deferred), flush=True)
         outcomes = train_configs(configs, resume=True, **common)
     else:
         rows = None if args.all else args.row

@@ -35,6 +35,7 @@ from rstn.generator import SequenceConfig
 from rstn.models import ModelConfig
 from rstn.train import TrainConfig
 
+
 @dataclass(frozen=True)
 class Row:
     """One model to train: a row of Table 1 (group "table1"), or a variant measured against one.

@@ -46,6 +46,16 @@ def can_resume(config: RunConfig, results_dir: str | Path, checkpoint_root: str 
             and (checkpoint_path(config, checkpoint_root).exists() or (folder / PACK_NAME).exists()))
 
 
+def bf16_deferred(configs: Sequence[RunConfig], native_bf16: bool) -> tuple[list[RunConfig], list[RunConfig]]:
+    """(`configs` in order with the bf16 runs moved to the end, those runs) where this CPU has no native
+    bf16 (`rstn.backends.has_native_bf16`): emulated, a bf16 run would hold the queue several times as long
+    as its float32 row. With native bf16 the order is kept and nothing is deferred."""
+    if native_bf16:
+        return list(configs), []
+    deferred = [c for c in configs if c.train.bf16]
+    return [c for c in configs if not c.train.bf16] + deferred, deferred
+
+
 def resumable_first(configs: Sequence[RunConfig], results_dir: str | Path,
                     checkpoint_root: str | Path | None) -> list[RunConfig]:
     """`configs` with the runs that can resume moved to the front; the order is otherwise kept."""
@@ -168,8 +178,13 @@ def plan(configs: Sequence[RunConfig], budget_s: float | None, results_dir: str 
     return planned
 
 
-def describe_plan(planned: Sequence[PlannedRun], budget_s: float | None) -> str:
-    """The lines the queue prints at its start."""
+def describe_plan(planned: Sequence[PlannedRun], budget_s: float | None, deferred: Sequence[RunConfig] = ()) -> str:
+    """The lines the queue prints at its start (`deferred`: the runs `bf16_deferred` moved to the end)."""
     budget = format_duration(budget_s) if budget_s is not None else "no budget"
     head = f"CPU queue on {processor_id()}, {budget}:"
-    return "\n".join([head, *(p.line() for p in planned)] if planned else [head, "  every run is finished"])
+    lines = [head, *(p.line() for p in planned)] if planned else [head, "  every run is finished"]
+    if deferred:
+        names = ", ".join(f"{c.row}/seed{c.seed}" for c in deferred)
+        lines.append(f"  deferred to the end: {names} (bf16 autocast, which this processor has no native bf16 "
+                     "for: emulated, it trains several times slower than float32)")
+    return "\n".join(lines)

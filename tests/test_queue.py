@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from rstn.backends import processor_id
+from rstn.backends import has_native_bf16, processor_id
 from rstn.checkpoints import PACK_NAME
 from rstn.experiments import CPU_QUEUE, get_row, run_config
-from rstn.queue import describe_plan, epoch_time_here, plan, queue_configs, resumable_first
+from rstn.queue import bf16_deferred, describe_plan, epoch_time_here, plan, queue_configs, resumable_first
 from rstn.runs import train_run
 from test_runs import TINY, synthetic_data
 
@@ -35,6 +35,17 @@ def test_processor_id_tells_apart_what_model_name_does_not(tmp_path):
     old, new = processor_id(cpuinfo("25", "avx2")), processor_id(cpuinfo("26", "avx2 avx512f avx512_bf16"))
     assert old == "AuthenticAMD family 25 model 1 (avx2)"
     assert new == "AuthenticAMD family 26 model 1 (avx2 avx512f avx512_bf16)"
+    assert not has_native_bf16(cpuinfo("25", "avx2")) and has_native_bf16(cpuinfo("26", "avx2 avx512f avx512_bf16"))
+
+
+def test_without_native_bf16_the_bf16_run_goes_to_the_end_of_the_queue():
+    configs = queue_configs()
+    kept, none = bf16_deferred(configs, native_bf16=True)
+    assert kept == configs and none == []
+    moved, deferred = bf16_deferred(configs, native_bf16=False)
+    assert [c.row for c in deferred] == ["rnn-spn-d4-bf16"] and moved[-1] == deferred[0]
+    assert [c for c in moved if not c.train.bf16] == [c for c in configs if not c.train.bf16]  # the rest in order
+    assert "deferred to the end: rnn-spn-d4-bf16/seed0" in describe_plan([], 60.0, deferred)
 
 
 def _record(history_times, sessions) -> SimpleNamespace:
