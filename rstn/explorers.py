@@ -75,28 +75,35 @@ def _as_theta6(theta: Sequence[float] | np.ndarray | torch.Tensor) -> list[float
     return [float(v) for v in values]
 
 
-def _asset(name: str) -> str:
+def asset(name: str) -> str:
+    """The text of rstn/assets/NAME (the explorers' JS and CSS, inlined into every page)."""
     return resources.files("rstn").joinpath(ASSETS, name).read_text(encoding="utf-8")
 
 
-def _script_json(payload: dict[str, Any]) -> str:
+def script_json(payload: dict[str, Any]) -> str:
+    """`payload` as JSON to put inside a <script> element."""
     # inside <script> only "</" can end the element early; JSON allows "<\/" for it
     return json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
+
+
+def element_id(kind: str, data: str) -> str:
+    """"rstn-KIND-DIGEST-N": the same for the same data on every re-execution (nbval), unique in a kernel."""
+    return f"rstn-{kind}-{hashlib.sha1(data.encode()).hexdigest()[:10]}-{next(_instance)}"
 
 
 def _explorer_html(kind: str, mount: str, payload: dict[str, Any]) -> str:
     """One self-contained output: container, CSS, data, the explorer JS, and the mount call."""
     payload = payload | {"stepColors": list(STEP_COLOURS)}  # the figures' colours, one per glimpse step
-    digest = hashlib.sha1(_script_json(payload).encode()).hexdigest()[:10]
-    element_id = f"rstn-{kind}-{digest}-{next(_instance)}"
+    data = script_json(payload)
+    mount_id = element_id(kind, data)
     return (
-        f'<div class="rstn-explorer rstn-{kind}" id="{element_id}">'
+        f'<div class="rstn-explorer rstn-{kind}" id="{mount_id}">'
         f"<noscript>This explorer runs in the browser: it needs JavaScript.</noscript></div>\n"
-        f"<style>{_asset('explorer.css')}</style>\n"
-        f'<script type="application/json" id="{element_id}-data">{_script_json(payload)}</script>\n'
-        f"<script>{_asset('explorer.js')}</script>\n"
-        f"<script>window.rstnExplorer.{mount}(document.getElementById({json.dumps(element_id)}), "
-        f"JSON.parse(document.getElementById({json.dumps(element_id + '-data')}).textContent));</script>\n"
+        f"<style>{asset('explorer.css')}</style>\n"
+        f'<script type="application/json" id="{mount_id}-data">{data}</script>\n'
+        f"<script>{asset('explorer.js')}</script>\n"
+        f"<script>window.rstnExplorer.{mount}(document.getElementById({json.dumps(mount_id)}), "
+        f"JSON.parse(document.getElementById({json.dumps(mount_id + '-data')}).textContent));</script>\n"
     )
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import html
 import json
 import re
@@ -45,7 +44,7 @@ from torch import nn
 
 from rstn.configs import filled
 from rstn.data import SequenceConfig
-from rstn.explorers import _asset, _instance, _script_json, encode_array
+from rstn.explorers import asset, element_id, encode_array, script_json
 from rstn.models import RNNSPN, rnn_spn
 from rstn.scenes import first_test_images, material_payload, scene_material
 from rstn.viz import STEP_COLOURS
@@ -337,7 +336,7 @@ def missing_html(line: str, container_id: str = CONTAINER_ID) -> str:
     text = re.sub(r"\b[a-z]+(-[a-z0-9]+)+\b", r'<span class="rstn-nowrap">\g<0></span>', html.escape(line))  # rows
     return (f'<div id="{html.escape(container_id)}" class="rstn-live-container"><div class="rstn-explorer rstn-live '
             f'rstn-live-missing"><div class="rstn-note" data-role="missing">{text}</div></div></div>\n'
-            f"<style>{_asset('explorer.css')}{_asset('live.css')}</style>\n")
+            f"<style>{asset('explorer.css')}{asset('live.css')}</style>\n")
 
 
 def live_explorer_html(live: LiveModel | None = None, *, results_dir: str | Path = "results", profile: str = "paper",
@@ -362,16 +361,16 @@ def live_explorer_html(live: LiveModel | None = None, *, results_dir: str | Path
     model = model_payload(live.model, precision)
     payload = {"title": title, "label": live.label, "note": _note(live, model, measured), "model": model,
                **material_payload(material), "stepColors": list(STEP_COLOURS)}
-    data = _script_json(payload)
-    element_id = f"rstn-live-{hashlib.sha1(data.encode()).hexdigest()[:10]}-{next(_instance)}"
+    data = script_json(payload)
+    mount_id = element_id("live", data)
     return (f'<div id="{html.escape(container_id)}" class="rstn-live-container">'
-            f'<div class="rstn-explorer rstn-live" id="{element_id}">'
+            f'<div class="rstn-explorer rstn-live" id="{mount_id}">'
             f"<noscript>This explorer runs the model in the browser: it needs JavaScript.</noscript></div></div>\n"
-            f"<style>{_asset('explorer.css')}{_asset('live.css')}</style>\n"
-            f'<script type="application/json" id="{element_id}-data">{data}</script>\n'
-            f"<script>{_asset('explorer.js')}</script>\n<script>{_asset('live.js')}</script>\n"
-            f"<script>window.rstnLive.mount(document.getElementById({json.dumps(element_id)}), "
-            f"JSON.parse(document.getElementById({json.dumps(element_id + '-data')}).textContent));</script>\n")
+            f"<style>{asset('explorer.css')}{asset('live.css')}</style>\n"
+            f'<script type="application/json" id="{mount_id}-data">{data}</script>\n'
+            f"<script>{asset('explorer.js')}</script>\n<script>{asset('live.js')}</script>\n"
+            f"<script>window.rstnLive.mount(document.getElementById({json.dumps(mount_id)}), "
+            f"JSON.parse(document.getElementById({json.dumps(mount_id + '-data')}).textContent));</script>\n")
 
 
 def live_explorer(live: LiveModel | None = None, **kwargs: Any):

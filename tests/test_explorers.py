@@ -49,7 +49,7 @@ def assert_self_contained(page: str) -> None:
     assert not re.search(r"\b(src|href)\s*=", page, re.I), "the output loads something by URL"
     assert not re.search(r"https?:|//cdn|@import|url\(|<link\b|\bfetch\(|XMLHttpRequest|import\(", page, re.I)
     # everything the explorer needs is inline: its CSS, its JS, and the call that mounts it
-    assert explorers._asset("explorer.js") in page and explorers._asset("explorer.css") in page
+    assert explorers.asset("explorer.js") in page and explorers.asset("explorer.css") in page
     assert re.search(r"window\.rstnExplorer\.mount(Affine|Attention)\(", page)
 
 

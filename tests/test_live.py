@@ -216,7 +216,7 @@ def test_html_is_self_contained_and_deterministic(model, mnist_file):
     assert not re.search(r"\b(src|href)\s*=", first, re.I)
     assert not re.search(r"https?:|//cdn|@import|url\(|<link\b|\bfetch\(|XMLHttpRequest|import\(", first, re.I)
     for asset in ("explorer.js", "live.js", "explorer.css", "live.css"):
-        assert explorers._asset(asset) in first, asset
+        assert explorers.asset(asset) in first, asset
     assert 'id="live-model"' in first and "window.rstnLive.mount(" in first
     note = payload_of(first)["note"]
     assert note.startswith("RNN-SPN, d = 3, random weights: test. Weights in this page: int8") and "MB" in note
