@@ -133,7 +133,6 @@ def test_vectorised_equals_reference_loop(reference, small_config: SequenceConfi
 
 def hand_draws(clutter_xy: list[tuple[int, int]], clutter_index: list[int]) -> SplitDraws:
     """One image: digit 0 at x = 0..27 (the others too), y0 = 0, slope 0, and the given patches."""
-    k = len(clutter_xy)
     return SplitDraws(digit_index=np.zeros((1, 3), np.int64), x_offset=np.zeros((1, 3), np.int64),
                       y0=np.zeros(1, np.int64), slope=np.zeros(1, np.int64),
                       clutter_index=np.array([clutter_index]),
