@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -44,7 +45,9 @@ PAGE_WEIGHTS_TOL = 1e-4
 # against the model's own float32 weights the quantisation adds its error (measured: live-agreement.json)
 OWN_WEIGHTS_TOL = {"fp16": 1e-3, "int8": 2e-2}
 FORWARD_MS = 100
-RESULTS = ROOT / "results"
+# the results whose finished RNN-SPN drives the trained checks; RSTN_LIVE_RESULTS points them at another folder
+# (e.g. a copy holding a quick run as paper/rnn-spn-d3/seed0, to try the checks before a paper run has weights)
+RESULTS = Path(os.environ.get("RSTN_LIVE_RESULTS", ROOT / "results"))
 
 
 @pytest.fixture(scope="module")
