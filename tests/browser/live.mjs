@@ -58,19 +58,23 @@ await withOfflinePage({ name, outDir, viewport: { width: 1100, height: 1000 }, r
       return { state: inst.state(), image: inst.image(), shown: inst.shown() };
     });
     const ui = { initial: await snap() };
-    await root.locator('select[data-action=sequence]').selectOption('1');
-    ui.sequence1 = await snap();
-    // keys: focus the input, pick digit 2, move it 6 px right and 2 x 5 px down
+    // test sequence 4 leaves room to move its digits 2 and 3 down inside the generator's layout
+    await root.locator('select[data-action=sequence]').selectOption('4');
+    ui.sequence4 = await snap();
+    // keys: focus the input, pick digit 2, move it 6 px right (snapshot), 6 px back, then 5 + 2 px down
     const input = root.locator('canvas.rstn-input');
     await input.focus();
     await page.keyboard.press('2');
     for (let k = 0; k < 6; k++) await page.keyboard.press('ArrowRight');
-    for (let k = 0; k < 2; k++) await page.keyboard.press('Shift+ArrowDown');
+    ui.keys_right = await snap();
+    for (let k = 0; k < 6; k++) await page.keyboard.press('ArrowLeft');
+    await page.keyboard.press('Shift+ArrowDown');
+    for (let k = 0; k < 2; k++) await page.keyboard.press('ArrowDown');
     ui.keys = await snap();
-    // the mouse: drag digit 3 by (-10, +8) image pixels, in small steps as a hand would
+    // the mouse: drag digit 3 by (0, +16) image pixels, in small steps as a hand would
     const [x3, y3] = ui.keys.state.xy[2];
     const from = await page.evaluate(([x, y]) => window.rstnLive.instances[0].clientPoint(x, y), [x3 + 14, y3 + 14]);
-    const to = await page.evaluate(([x, y]) => window.rstnLive.instances[0].clientPoint(x, y), [x3 + 4, y3 + 22]);
+    const to = await page.evaluate(([x, y]) => window.rstnLive.instances[0].clientPoint(x, y), [x3 + 14, y3 + 30]);
     await page.mouse.move(from.x, from.y);
     await page.mouse.down();
     await page.mouse.move(to.x, to.y, { steps: 6 });
