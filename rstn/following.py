@@ -103,16 +103,20 @@ def measure(model: nn.Module, material: Material, moves: Sequence[tuple[int, int
 
 
 def describe(answers: Sequence[Following]) -> str:
-    """A sentence on how far the glimpses followed: medians and quartiles over the moves."""
+    """How far the glimpses followed, in words: medians and quartiles over the moves, and whether the
+    glimpse looking at the digit moved on its own or with the other two."""
     if not answers:
         return "No move kept the digits in the generator's layout: nothing measured."
     along = np.array([a.along for a in answers])
-    others = np.array([o for a in answers for o in a.others])
+    others = np.median([o for a in answers for o in a.others])
     covered = np.array([a.covered for a in answers])
     q1, med, q3 = np.percentile(along, [25, 50, 75])
     step = max(abs(v) for a in answers for v in a.move)
-    return (f"Moved up or down by {step} px ({len(answers)} moves that keep the generator's layout), the glimpse "
-            f"looking at a digit moved {100 * med:.0f} % as far (median; quartiles {100 * q1:.0f}-{100 * q3:.0f} %, "
-            f"{100 * (along > 0).mean():.0f} % of moves in the digit's direction); the other glimpses moved "
-            f"{100 * np.median(others):.0f} % as far (median); after the move that glimpse's box held at least 90 % "
-            f"of the digit's 28-pixel place in {100 * (covered >= 0.9).mean():.0f} % of the moves.")
+    together = ("so the three glimpses mostly move together: the model shifts its whole reading towards the "
+                "moved digit more than it sends one glimpse after it" if others >= 0.7 * med else
+                "so the glimpse looking at the digit moves on its own more than the others do")
+    return (f"{len(answers)} moves of a digit {step} px up or down that keep the generator's layout: the glimpse "
+            f"looking at the digit moved {100 * med:.0f} % as far as the digit (median; quartiles "
+            f"{100 * q1:.0f}-{100 * q3:.0f} %; in the digit's direction in {100 * (along > 0).mean():.0f} % of the "
+            f"moves), the other two {100 * others:.0f} % (median), {together}. After the move its box still held "
+            f"at least 90 % of the digit's 28-pixel place in {100 * (covered >= 0.9).mean():.0f} % of the moves.")

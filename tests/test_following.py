@@ -103,6 +103,9 @@ def test_measure_answers_every_in_layout_move_as_following_does(material):
 def test_describe_gives_the_median_and_says_when_nothing_was_measured():
     answers = [following.Following(1, 1, (0, 8), a, (0.1, 0.2), 1.0) for a in (0.1, 0.3, 0.5)]
     line = following.describe(answers)
-    assert "moved 30 % as far (median; quartiles 20-40 %" in line and "3 moves" in line
-    assert "100 % of the moves" in line
+    assert line.startswith("3 moves of a digit 8 px up or down")
+    assert "moved 30 % as far as the digit (median; quartiles 20-40 %" in line and "the other two 15 %" in line
+    assert "moves on its own" in line and "in 100 % of the moves." in line
+    together = [following.Following(1, 1, (0, 8), 0.3, (0.25, 0.3), 1.0)]
+    assert "mostly move together" in following.describe(together)
     assert following.describe([]).startswith("No move")
