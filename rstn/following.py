@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from rstn.data import DIGIT_SIZE
-from rstn.glimpses import box_covered, normalised_to_pixels, theta_box
+from rstn.glimpses import box_covered, glimpse_corners, theta_box
 from rstn.scenes import Material, Scene, compose
 
 VERTICAL_MOVES = ((0, -8), (0, 8))  # px; a horizontal move breaks the abutting layout ("abut")
@@ -45,8 +45,9 @@ class Following:
 
 
 def glimpse_centres(theta: np.ndarray, size: int) -> np.ndarray:
-    """(T, 2) pixel (x, y) centres of the glimpses of theta (T, 2, 3) on a size x size input."""
-    return normalised_to_pixels(np.asarray(theta, np.float64)[:, :, 2], size, size)
+    """(T, 2) pixel (x, y) centres of the glimpses of theta (T, 2, 3) on a size x size input: the mean of
+    their corner samples, as `rstn.glimpses.glimpse_shape` takes it (theta applied to the output's centre)."""
+    return glimpse_corners(np.asarray(theta, np.float64), size, size).mean(-2)
 
 
 def following(theta_before: np.ndarray, theta_after: np.ndarray, digit_xy: tuple[int, int], move: tuple[int, int],
