@@ -22,6 +22,7 @@ INTO_BOOK ?=
 DEVICE ?=
 PORT ?= 8000
 BUDGET ?= 2h
+LANES ?= 1
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -73,8 +74,8 @@ browser-test: install book  ## the explorers in headless Chromium on the built b
 	bash scripts/ci-browser-deps.sh
 	RSTN_BROWSER_TEST=1 $(BIN)/python -m pytest tests/browser -q -s
 
-train-cpu: install  ## the paper profile's cheap rows on this CPU, cheapest first, resuming, at low priority [BUDGET=2h]
-	nice -n 19 $(BIN)/rstn train --cpu-queue --device cpu --budget $(BUDGET) --progress text
+train-cpu: install  ## the paper profile's cheap rows on this CPU, cheapest first, resuming, at low priority [BUDGET=2h LANES=1]
+	nice -n 19 $(BIN)/rstn train --cpu-queue --lanes $(LANES) --device cpu --budget $(BUDGET) --progress text
 
 data: install  ## generate (or read from the cache) the cluttered sequences and write a PNG of samples
 	$(BIN)/rstn data

@@ -10,6 +10,7 @@ Modules, one job each, listed so that each imports only modules above it:
     optim        Lasagne's RMSprop, the gradient constraints, the learning-rate schedule
     backends     the device, TF32/cuDNN settings, CPU memory tuning
     progress     per-epoch lines and ETAs, progress within an epoch, durations
+    runlock      one process per run: the lock a run is trained under
     uncertainty  standard errors of a test error, and of the difference of two
     checkpoints  checkpoints and resume packs (resume.pt): what a run in progress needs to continue
     weights      trained weights as safetensors files
@@ -28,7 +29,8 @@ Modules, one job each, listed so that each imports only modules above it:
     saved_attention   the attention the runs saved, read back with their test images
     attention    glimpses, attention_export and saved_attention under one name
     trained      a finished run's weights: written, loaded (load_trained), its glimpses on the test set
-    runs         one run on disk (train_run: skip, resume, time budget) and many in a row
+    runs         one run on disk (train_run: skip, resume, time budget, locked to its process)
+    runlist      many runs in a row under one time budget (train_all, train_configs), their summary
     queue        the CPU queue: its runs in order, planned for the processor it is on
     archive      results that travel in one archive (pack, unpack), never replacing a record that got further
     sweep        (row x seed) jobs through submitit, locally or on Slurm

@@ -23,6 +23,9 @@ def _add_train(subparsers) -> None:
                        help="the paper-profile runs a 2-core CPU can train (rstn.experiments.CPU_QUEUE: rows and "
                             "seeds), a run that can resume first; prints this processor and each run's epoch "
                             "time here and how far --budget takes it; implies --profile paper --resume")
+    p.add_argument("--lanes", type=int, default=1, metavar="N",
+                   help="with --cpu-queue: train N runs side by side, each in a process of its own with 1/N of "
+                        "the threads (on a 2-core Zen 5, 2 lanes trained 1.14x as much per hour; default: %(default)s)")
     p.add_argument("--profile", default="auto",
                    help="smoke | quick | paper | auto (paper with CUDA, else quick; default: %(default)s)")
     p.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], metavar="K",
@@ -77,12 +80,14 @@ def _parse_overrides(items: list[str]) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rstn.progress import counted, format_duration, parse_duration
-    from rstn.runs import ConfigChangedError, train_all, train_configs
+    from rstn.progress import parse_duration
+    from rstn.runlist import describe_outcomes, train_all, train_configs
 
     budget_s = parse_duration(args.budget) if args.budget is not None else None
     if args.checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    if args.lanes < 1 or (args.lanes > 1 and not args.cpu_queue):
+        raise ValueError(f"--lanes takes a count >= 1 and goes with --cpu-queue, got --lanes {args.lanes}")
     common = dict(results_dir=args.results_dir, checkpoint_root=args.checkpoint_dir, device=args.device,
                   force=args.force, budget_s=budget_s, checkpoint_every=args.checkpoint_every, progress=args.progress)
     start = time.monotonic()
@@ -95,8 +100,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         ordered, deferred = queue.bf16_deferred(queue.queue_configs("paper"), has_native_bf16())
         configs = queue.resumable_first(ordered, args.results_dir, args.checkpoint_dir)
-        planned = queue.plan(configs, budget_s, args.results_dir, args.checkpoint_dir, device=args.device or "cpu")
-        print(queue.describe_plan(planned, budget_s, deferred), flush=True)
+        planned = queue.plan(configs, budget_s, args.results_dir, args.checkpoint_dir, device=args.device or "cpu",
+                             lanes=args.lanes)
+        print(queue.describe_plan(planned, budget_s, deferred, args.lanes), flush=True)
+        if args.lanes > 1:  # each lane prints its own summary
+            return queue.run_lanes(configs, args.lanes, **common)
         outcomes = train_configs(configs, resume=True, **common)
     else:
         rows = None if args.all else args.row
@@ -104,17 +112,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         outcomes = train_all(rows, args.profile, args.seeds, resume=args.resume, model=sets["model"],
                              data=sets["data"], **common, **sets["train"])
 
-    failed = [o for o in outcomes if isinstance(o, Exception)]
-    other_config = sum(isinstance(o, ConfigChangedError) for o in failed)
-    runs = [o for o in outcomes if not isinstance(o, Exception)]
-    summary = [f"{sum(r.skipped for r in runs)} already finished (kept; --force retrains)",
-               f"{sum(r.status == 'finished' and not r.skipped for r in runs)} trained to the end",
-               f"{sum(r.status == 'running' for r in runs)} paused in progress (--resume continues)",
-               f"{len(failed) - other_config} diverged"]
-    if other_config:
-        summary.append(f"{other_config} kept as made with another config (--force retrains)")
-    took = format_duration(time.monotonic() - start)
-    print(f"rstn train: {counted(len(outcomes), 'run')} in {took}: " + ", ".join(summary), file=sys.stderr)
+    text, failed = describe_outcomes(outcomes, time.monotonic() - start)
+    print(f"rstn train: {text}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -2,13 +2,20 @@
 
 Machines differ: two 2-core CPUs that both read "AMD EPYC" trained 1.7x apart. At its start the queue
 prints this processor (`rstn.backends.processor_id`) and, for each run not finished yet, its epoch time
-here (from the run's own epochs on this processor, else a few timed training steps) and how far the
-budget takes it. A run that can resume (a local checkpoint or its resume pack) goes first, so that only
-one run is ever in progress and its pack is the one to commit.
+here (from the run's own epochs on this processor at this thread count, else a few timed training
+steps) and how far the budget takes it. A run that can resume (a local checkpoint or its resume pack)
+goes first, so that a run in progress is finished before another starts: one pack to commit per lane.
+
+Lanes (`--lanes 2`): the queue trains two runs side by side in two processes, each with half the
+threads, each taking the next run in order that the other is not training (`rstn.runlock`). On the 2-core
+Zen 5 two one-thread lanes trained ffn-spn-d3 at 0.56x and rnn-spn-d4-bf16 at 0.58x of their two-thread
+speed, 1.14x the queue's throughput (benchmarks/README.md, "CPU queue lanes").
 """
 
 from __future__ import annotations
 
+import re
+import signal
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -62,22 +69,44 @@ def resumable_first(configs: Sequence[RunConfig], results_dir: str | Path,
     return sorted(configs, key=lambda c: not can_resume(c, results_dir, checkpoint_root))
 
 
-def epoch_time_here(record: RunRecord | None, processor: str, last: int = 10) -> float | None:
-    """Mean seconds of the run's last `last` epochs trained on `processor` (sessions[].cpu); None if none."""
+def lane_threads(lanes: int) -> int:
+    """Threads per lane: this process's torch threads shared out, at least one."""
+    return max(1, torch.get_num_threads() // lanes)
+
+
+def session_threads(session: dict) -> int | None:
+    """The torch threads a session trained with, read from its device ("cpu (2 cores, 1 threads)")."""
+    found = re.search(r"(\d+) threads", session.get("device", ""))
+    return int(found.group(1)) if found else None
+
+
+def epoch_time_here(record: RunRecord | None, processor: str, threads: int | None = None,
+                    last: int = 10) -> float | None:
+    """Mean seconds of the run's last `last` epochs trained on `processor` (sessions[].cpu), with `threads`
+    torch threads if given; None if none."""
     if record is None:
         return None
     times = []
     for session in record.sessions:
-        if session.get("cpu") == processor:
+        if session.get("cpu") == processor and threads in (None, session_threads(session)):
             first = session.get("first_epoch", 0)
             times += [h["time_s"] for h in record.history[first:first + session.get("epochs", 0)]]
     return statistics.fmean(times[-last:]) if times else None
 
 
-def probe_epoch_time(config: RunConfig, device: str | torch.device = "cpu", steps: int = 3) -> float:
+def probe_epoch_time(config: RunConfig, device: str | torch.device = "cpu", steps: int = 3,
+                     threads: int | None = None) -> float:
     """An epoch's seconds here, from `steps` timed training steps and one timed evaluation batch of the
     row's model on random images (after two warm-up steps): the train split's batches plus evaluating
-    valid and test. Another process on the machine slows it as it slows training."""
+    valid and test; with `threads` torch threads if given. Another process on the machine slows it as it
+    slows training."""
+    if threads is not None:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return probe_epoch_time(config, device, steps)
+        finally:
+            torch.set_num_threads(before)
     from rstn.backends import configure_backends, tune_glibc_malloc
     from rstn.models import build_model
     from rstn.optim import LasagneRMSprop
@@ -128,6 +157,7 @@ class PlannedRun:
     epoch_s: float
     source: str  # where epoch_s comes from
     reach: int  # epochs done when the budget runs out (epochs_done + epochs_left: the run ends in it)
+    lane: int | None = None  # with lanes: the lane (1, 2, ...) that takes it; None where none gets to it
 
     def line(self) -> str:
         c = self.config
@@ -139,52 +169,110 @@ class PlannedRun:
         else:
             fate = "not reached"
         state = f"{self.epochs_done} epochs done" if self.epochs_done else "from epoch 0"
-        return (f"  {c.row}/seed{c.seed}: {state}; {self.epoch_s:.0f} s per epoch here ({self.source}); {fate}")
+        lane = f" (lane {self.lane})" if self.lane is not None else ""
+        return (f"  {c.row}/seed{c.seed}{lane}: {state}; {self.epoch_s:.0f} s per epoch here ({self.source}); "
+                f"{fate}")
 
 
 def plan(configs: Sequence[RunConfig], budget_s: float | None, results_dir: str | Path = "results",
          checkpoint_root: str | Path | None = None, device: str | torch.device = "cpu",
-         probe: Callable[[RunConfig], float] | None = None) -> list[PlannedRun]:
+         probe: Callable[[RunConfig], float] | None = None, lanes: int = 1) -> list[PlannedRun]:
     """The queue's unfinished runs in order, each with its epoch time here and how far `budget_s` takes it.
 
-    probe: config -> seconds per epoch, where the run has no epochs on this processor (default:
-    `probe_epoch_time`, once per row).
+    With `lanes`, each run goes to the lane that is free first; a lane stops in the first run the budget
+    does not see to its end, as the queue does. probe: config -> seconds per epoch, where the run has no
+    epochs on this processor at a lane's thread count (default: `probe_epoch_time`, once per row).
     """
-    here = processor_id()
+    here, threads = processor_id(), lane_threads(lanes)
     probed: dict[str, float] = {}
-    planned, left = [], budget_s if budget_s is not None else float("inf")
+    budget = budget_s if budget_s is not None else float("inf")
+    free_at: list[float | None] = [0.0] * lanes  # when each lane takes its next run; None: stopped
+    planned = []
     for config in configs:
         record = _record(config, results_dir)
         if record is not None and record.finished:
             continue
         same = record is not None and same_config(record.config, config.to_dict())
-        epoch_s = epoch_time_here(record, here) if same else None
+        epoch_s = epoch_time_here(record, here, threads) if same else None
         source = "its own epochs on this processor"
         # a run in progress with neither checkpoint nor pack here starts over
         history = record.history if same and can_resume(config, results_dir, checkpoint_root) else []
         if epoch_s is None:
             if config.row not in probed:
-                probed[config.row] = (probe or (lambda c: probe_epoch_time(c, device)))(config)
+                probed[config.row] = (probe or (lambda c: probe_epoch_time(c, device, threads=threads)))(config)
             epoch_s, source = probed[config.row], "timed steps"
         train = config.train
         best = record.best_epoch if history and record.best_epoch is not None else None
         end = min(train.max_epochs, best + train.patience + 1) if best is not None else train.max_epochs
         done = len(history)
-        affordable = int(left // epoch_s) if epoch_s > 0 else end - done
-        reach = min(end, done + affordable)
-        # the queue stops at the first run the budget does not see to its end: the rest are not reached
-        left = max(0.0, left - (reach - done) * epoch_s) if reach >= end else 0.0
-        planned.append(PlannedRun(config, done, end - done, epoch_s, source, reach))
+        running = [k for k, t in enumerate(free_at) if t is not None]
+        lane = min(running, key=lambda k: free_at[k]) if running else None
+        reach = done
+        if lane is not None:
+            left = max(0.0, budget - free_at[lane])
+            reach = min(end, done + (int(left // epoch_s) if epoch_s > 0 else end - done))
+            # a lane stops in the first run the budget does not see to its end
+            free_at[lane] = free_at[lane] + (reach - done) * epoch_s if reach >= end else None
+        planned.append(PlannedRun(config, done, end - done, epoch_s, source, reach,
+                                  lane + 1 if lanes > 1 and lane is not None else None))
     return planned
 
 
-def describe_plan(planned: Sequence[PlannedRun], budget_s: float | None, deferred: Sequence[RunConfig] = ()) -> str:
+def describe_plan(planned: Sequence[PlannedRun], budget_s: float | None, deferred: Sequence[RunConfig] = (),
+                  lanes: int = 1) -> str:
     """The lines the queue prints at its start (`deferred`: the runs `bf16_deferred` moved to the end)."""
     budget = format_duration(budget_s) if budget_s is not None else "no budget"
-    head = f"CPU queue on {processor_id()}, {budget}:"
+    side = f", {lanes} lanes of {lane_threads(lanes)} thread(s) side by side" if lanes > 1 else ""
+    head = f"CPU queue on {processor_id()}, {budget}{side}:"
     lines = [head, *(p.line() for p in planned)] if planned else [head, "  every run is finished"]
     if deferred:
         names = ", ".join(f"{c.row}/seed{c.seed}" for c in deferred)
         lines.append(f"  deferred to the end: {names} (bf16 autocast, which this processor has no native bf16 "
                      "for: emulated, it trains several times slower than float32)")
     return "\n".join(lines)
+
+
+def run_lanes(configs: Sequence[RunConfig], lanes: int, **train_kwargs) -> int:
+    """Train `configs` in `lanes` processes side by side, each with `lane_threads(lanes)` torch threads.
+
+    Each lane walks `configs` in order through `rstn.runlist.train_configs` and takes the next run that the
+    others are not training (a busy run is left to its lane, `rstn.runlock`); each stops, as the queue does,
+    in the first run its budget does not see to its end, and prints its own summary. SIGTERM to this process
+    ends the lanes too (each loses at most the epoch in progress). Returns the worst lane's exit status.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: its own torch thread pool
+    threads = lane_threads(lanes)
+    workers = [context.Process(target=_lane, args=(k, list(configs), threads, lanes, train_kwargs),
+                               name=f"lane {k}") for k in range(1, lanes + 1)]
+
+    def end_lanes(signum, frame):
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, end_lanes)
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    return max(worker.exitcode if worker.exitcode is not None else 1 for worker in workers)
+
+
+def _lane(number: int, configs: list[RunConfig], threads: int, lanes: int, train_kwargs: dict) -> None:
+    """One lane of `run_lanes` (a process of its own); exits with 1 if a run failed (diverged or kept)."""
+    import sys
+
+    from rstn.runlist import describe_outcomes, train_configs
+
+    torch.set_num_threads(threads)
+    start = time.monotonic()
+    outcomes = train_configs(configs, resume=True, lanes=lanes, **train_kwargs)
+    text, failed = describe_outcomes(outcomes, time.monotonic() - start)
+    print(f"lane {number} ({threads} thread(s)): {text}", file=sys.stderr, flush=True)
+    sys.exit(1 if failed else 0)

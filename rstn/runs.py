@@ -1,4 +1,4 @@
-"""Runs on disk: one Table 1 run (`train_run`), the one "is it done?" check, and many runs in a row.
+"""Runs on disk: one Table 1 run (`train_run`) and the one "is it done?" check (many in a row: `rstn.runlist`).
 
 A run is (row, profile, seed). Its results go to results/<profile>/<row>/seed<k>/ (`rstn.results`), its
 checkpoint to a folder outside the work tree, `checkpoint_dir()`/<profile>/<row>/seed<k>/checkpoint.pt,
@@ -14,6 +14,7 @@ left untouched, and ConfigChangedError names the fields and --force.
 Long runs: with a deadline the trainer stops cleanly at an epoch boundary; run.json then says "running"
 (stop_reason "time_budget", the best-so-far metrics) and `resume=True` continues it. run.json is rewritten
 after every epoch, the checkpoint every `checkpoint_every` (default 1: `kill -9` loses the epoch in progress).
+While it trains, a run is locked to its process (`rstn.runlock`): another process leaves it alone.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,17 +36,15 @@ from rstn.attention_export import attention_arrays
 from rstn.backends import backend_settings, device_name, processor_id, processor_name, resolve_device
 from rstn.checkpoints import PACK_NAME, ResumePoint, latest_state, resume_point, write_pack
 from rstn.experiments import (
-    ROWS,
     RunConfig,
     config_differences,
     describe_differences,
-    get_row,
-    run_config,
     run_dir,
     same_config,
 )
 from rstn.progress import ProgressLog, counted, format_duration, progress_mode, utc_now
 from rstn.records import RUN_FILE, ResultsError, RunRecord, final_metrics, read_run, write_run
+from rstn.runlock import LOCK_NAME, run_lock
 from rstn.train import ATTENTION_NAME, CHECKPOINT_NAME, LOG_NAME, FitResult, NonFiniteLossError, SplitLike, fit
 from rstn.trained import (  # noqa: F401 (re-exported)
     describe_trained_glimpses,
@@ -177,6 +176,7 @@ def train_run(
     progress: str | bool | None = "auto",
     data: Mapping[str, SplitLike] | None = None,
     build_model: Callable[[Any], nn.Module] | None = None,
+    lanes: int = 1,
 ) -> RunResult:
     """Train one (row, profile, seed) and keep results/<profile>/<row>/seed<k>/ up to date.
 
@@ -195,8 +195,11 @@ def train_run(
         data: the three splits, if already loaded; by default `rstn.data.load_sequences(config.data,
             config.data_seed)`.
         build_model: ModelConfig -> nn.Module; by default `rstn.models.build_model`.
+        lanes: how many runs this machine trains side by side (`rstn train --cpu-queue --lanes`), recorded
+            with the session: its epoch times were measured sharing the cores.
 
     Raises:
+        RunBusyError: another process is training the run (`rstn.runlock`); nothing is touched.
         NonFiniteLossError: after writing run.json with status "diverged".
         RunInProgressError: the run is in progress and neither `resume` nor `force` was given.
         ConfigChangedError: the record was made with another config and `force` was not given.
@@ -205,6 +208,16 @@ def train_run(
     files = _RunFiles(run_dir(results_dir, config.profile, config.row, config.seed),
                       checkpoint_path(config, checkpoint_root))
     name = f"{config.profile}/{config.row}/seed{config.seed}"
+    with run_lock(files.checkpoint.with_name(LOCK_NAME), name):
+        return _train_locked(config, files, name, device=device, resume=resume, force=force, deadline=deadline,
+                             checkpoint_every=checkpoint_every, progress=progress, data=data,
+                             build_model=build_model, lanes=lanes)
+
+
+def _train_locked(config: RunConfig, files: _RunFiles, name: str, *, device, resume: bool, force: bool,
+                  deadline: float | None, checkpoint_every: int, progress, data, build_model, lanes: int
+                  ) -> RunResult:
+    """`train_run`'s work, once this process holds the run's lock."""
     say = ProgressLog(progress_mode(progress), None)
     old = _record_to_continue(config, files, name, resume=resume, force=force, say=say)
     if old is not None and old.finished:
@@ -228,7 +241,7 @@ def train_run(
         files.clear()
     git = git_info()
     state = _fit_recorded(config, model, data, files, start, device, git, name, deadline=deadline,
-                          checkpoint_every=checkpoint_every, progress=progress)
+                          checkpoint_every=checkpoint_every, progress=progress, lanes=lanes)
     return _finish(config, state, model, data["test"], files, device, git, name, say)
 
 
@@ -304,7 +317,7 @@ def _start_point(config: RunConfig, files: _RunFiles, old: RunRecord, name: str,
 
 def _fit_recorded(config: RunConfig, model: nn.Module, data: Mapping[str, SplitLike], files: _RunFiles,
                   start: ResumePoint | None, device: torch.device, git: dict, name: str, *, deadline: float | None,
-                  checkpoint_every: int, progress: str | bool | None) -> FitResult:
+                  checkpoint_every: int, progress: str | bool | None, lanes: int = 1) -> FitResult:
     """`fit` with run.json rewritten after every epoch and the pack at every checkpoint; a divergence is
     recorded (status "diverged", the epochs as last saved) and re-raised."""
     def write_progress(state: FitResult) -> None:
@@ -317,7 +330,7 @@ def _fit_recorded(config: RunConfig, model: nn.Module, data: Mapping[str, SplitL
                    resume_from=start, deadline=deadline, progress=progress, label=name,
                    checkpoint_extra={"config": config.to_dict()},
                    session={**git, "device": device_name(device), "processor": processor_name(),
-                            "cpu": processor_id()},
+                            "cpu": processor_id(), "lanes": lanes},
                    on_epoch_end=write_progress, on_checkpoint=lambda ckpt: write_pack(files.pack, ckpt))
     except NonFiniteLossError as err:
         ckpt = latest_state(files.checkpoint, files.pack)  # the epochs before the divergence, as last saved
@@ -392,101 +405,3 @@ def carry_run(config: RunConfig, results_dir: str | Path = "results", checkpoint
         f" (its record has {record.epochs_run}: a resume from it retrains the rest)"
     return (f"{name}: in progress: wrote {folder / PACK_NAME} ({size / 1e6:.1f} MB) from the checkpoint after "
             f"epoch {state['epoch']}{note}")
-
-
-def train_row(row: str, profile: str = "auto", seed: int = 0, *, results_dir: str | Path = "results",
-              device: str | torch.device | None = None, resume: bool = False, force: bool = False,
-              progress: str | bool | None = "auto", data: Mapping[str, SplitLike] | None = None,
-              **train_overrides: Any) -> RunResult:
-    """`train_run` by name: one Table 1 row under a profile ('smoke' | 'quick' | 'paper' | 'auto') and seed.
-
-    `train_overrides` replace TrainConfig fields of the profile (e.g. max_epochs=3) and become part of
-    the resolved config. Example: `train_row("rnn-spn-d2", "smoke", seed=0).test_error`.
-    """
-    config = run_config(row, profile, seed, device=device, **train_overrides)
-    return train_run(config, results_dir=results_dir, device=device, resume=resume, force=force,
-                     progress=progress, data=data)
-
-
-def train_all(rows: Iterable[str] | None = None, profile: str = "auto", seeds: Iterable[int] = (0,), *,
-              results_dir: str | Path = "results", checkpoint_root: str | Path | None = None,
-              device: str | None = None, resume: bool = False, force: bool = False, budget_s: float | None = None,
-              checkpoint_every: int = 1, progress: str | bool | None = "auto", model: Mapping | None = None,
-              data: Mapping | None = None, **train_overrides: Any) -> list[RunResult | Exception]:
-    """`rstn train`: rows (default: Table 1) x seeds one after another, each to its protocol's end, under
-    one time budget (`train_configs`). `model`, `data` and `train_overrides` replace config fields
-    (`rstn.experiments.run_config`)."""
-    names = [get_row(r).name for r in rows] if rows is not None else list(ROWS)
-    configs = [run_config(r, profile, s, device=device, model=model, data=data, **train_overrides)
-               for r in names for s in seeds]
-    return train_configs(configs, results_dir=results_dir, checkpoint_root=checkpoint_root, device=device,
-                         resume=resume, force=force, budget_s=budget_s, checkpoint_every=checkpoint_every,
-                         progress=progress)
-
-
-def train_configs(configs: Sequence[RunConfig], *, results_dir: str | Path = "results",
-                  checkpoint_root: str | Path | None = None, device: str | None = None, resume: bool = False,
-                  force: bool = False, budget_s: float | None = None, checkpoint_every: int = 1,
-                  progress: str | bool | None = "auto") -> list[RunResult | Exception]:
-    """Train `configs` in order under one time budget.
-
-    A diverged run, or one whose record was made with another config (kept), is reported and the others
-    go on. With `budget_s`, the run that would overrun it stops at an epoch boundary (status "running")
-    and the rest are not started.
-
-    Returns:
-        [RunResult | NonFiniteLossError | ConfigChangedError] in the order run.
-    """
-    deadline = time.monotonic() + budget_s if budget_s is not None else None
-    say = ProgressLog(progress_mode(progress), None)
-    data_cache: dict[str, Mapping] = {}
-    outcomes: list[RunResult | Exception] = []
-    for i, config in enumerate(configs):
-        if deadline is not None and time.monotonic() >= deadline:
-            left = ", ".join(f"{c.row}/seed{c.seed}" for c in configs[i:])
-            say(f"time budget spent: not started {left}")
-            break
-        try:
-            result = train_run(config, results_dir=results_dir, checkpoint_root=checkpoint_root, device=device,
-                               resume=resume, force=force, deadline=deadline, checkpoint_every=checkpoint_every,
-                               progress=progress, data=_LazyData(config, data_cache))
-        except NonFiniteLossError as err:
-            say(f"diverged: {err}")
-            outcomes.append(err)
-            continue
-        except ConfigChangedError as err:  # its record is kept; the other runs go on
-            say(f"kept: {err}")
-            outcomes.append(err)
-            continue
-        outcomes.append(result)
-        if result.status == "running":  # stopped by the budget
-            left = ", ".join(f"{c.row}/seed{c.seed}" for c in configs[i + 1:])
-            if left:
-                say(f"time budget spent: not started {left}")
-            break
-    return outcomes
-
-
-class _LazyData(Mapping):
-    """The splits of a config, loaded on first access and shared by the runs of one train_all call."""
-
-    def __init__(self, config: RunConfig, cache: dict):
-        self.config, self.cache = config, cache
-        self.key = repr((config.data, config.data_seed))
-
-    def _splits(self) -> Mapping:
-        if self.key not in self.cache:
-            from rstn.data import load_sequences
-
-            self.cache.clear()  # keep one data set in memory at a time
-            self.cache[self.key] = load_sequences(self.config.data, seed=self.config.data_seed)
-        return self.cache[self.key]
-
-    def __getitem__(self, name: str):
-        return self._splits()[name]
-
-    def __iter__(self):
-        return iter(self._splits())
-
-    def __len__(self) -> int:
-        return len(self._splits())

@@ -136,6 +136,7 @@ def run_lane(configs: Sequence[RunConfig], results_dir: str, checkpoint_root: st
 
     import torch
 
+    from rstn.runlock import RunBusyError
     from rstn.runs import train_run
     from rstn.train import NonFiniteLossError
 
@@ -156,6 +157,8 @@ def run_lane(configs: Sequence[RunConfig], results_dir: str, checkpoint_root: st
             summary |= {"status": result.status, "epochs": result.record.epochs_run, "test_error": result.test_error}
         except NonFiniteLossError:
             summary |= {"status": "diverged"}
+        except RunBusyError as error:  # another process on this machine is training it
+            summary |= {"status": "busy", "error": str(error)}
         except Exception as error:  # noqa: BLE001 (one run's failure, e.g. out of memory, must not end the lane)
             traceback.print_exc()  # into the job's log
             summary |= {"status": "failed", "error": f"{type(error).__name__}: {error}"}

@@ -138,7 +138,7 @@ def test_bad_inputs_are_rejected(image):
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
     """Two one-epoch smoke runs (RNN-SPN and FFN-SPN, d = 4) trained here into a temporary results dir."""
-    from rstn.runs import train_row
+    from rstn.runlist import train_row
 
     results = tmp_path_factory.mktemp("results")
     with pytest.MonkeyPatch.context() as patch:

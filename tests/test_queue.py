@@ -88,3 +88,34 @@ def test_the_cli_queue_refuses_overrides(capsys):
 
     assert main(["train", "--cpu-queue", "--set", "lr=0.1"]) == 2
     assert "--set does not apply" in capsys.readouterr().err
+
+
+def test_epoch_time_at_a_thread_count_comes_from_sessions_with_that_many_threads():
+    record = _record([100, 100, 180, 190], [{"cpu": "A", "device": "cpu (2 cores, 2 threads)", "first_epoch": 0,
+                                             "epochs": 2},
+                                            {"cpu": "A", "device": "cpu (2 cores, 1 threads)", "first_epoch": 2,
+                                             "epochs": 2}])
+    assert epoch_time_here(record, "A", threads=2) == 100 and epoch_time_here(record, "A", threads=1) == 185
+    assert epoch_time_here(record, "A", threads=4) is None and epoch_time_here(record, "A") == 142.5
+
+
+def test_with_lanes_each_run_goes_to_the_lane_free_first_and_a_cut_run_ends_its_lane(tmp_path, monkeypatch):
+    monkeypatch.setattr("rstn.queue.processor_id", lambda: "this cpu")
+    configs = [run_config(r, "smoke", 0, **(TINY | {"max_epochs": 10}))
+               for r in ("ffn-spn-d4", "rnn-spn-d4", "rnn-spn-d3")]
+    seconds = {"ffn-spn-d4": 10.0, "rnn-spn-d4": 50.0, "rnn-spn-d3": 50.0}
+    two = plan(configs, budget_s=350.0, results_dir=tmp_path, probe=lambda c: seconds[c.row], lanes=2)
+    # ffn-spn-d4 ends at 100 s in lane 1; rnn-spn-d4 is cut at 7 epochs in lane 2, which stops there;
+    # rnn-spn-d3 goes to lane 1, which has 250 s left
+    assert [(p.lane, p.reach) for p in two] == [(1, 10), (2, 7), (1, 5)]
+    one = plan(configs, budget_s=350.0, results_dir=tmp_path, probe=lambda c: seconds[c.row])
+    assert [(p.lane, p.reach) for p in one] == [(None, 10), (None, 5), (None, 0)]
+    text = describe_plan(two, 350.0, lanes=2)
+    assert "2 lanes of" in text.splitlines()[0] and "rnn-spn-d4/seed0 (lane 2): from epoch 0" in text
+
+
+def test_lanes_go_with_the_queue_only(capsys):
+    from rstn.cli import main
+
+    assert main(["train", "--row", "rnn-spn-d4", "--lanes", "2"]) == 2
+    assert "--lanes takes a count >= 1 and goes with --cpu-queue" in capsys.readouterr().err

@@ -13,7 +13,8 @@ from rstn.backends import processor_name
 from rstn.experiments import PROFILES, run_config
 from rstn.results import read_run, without_timing
 from rstn.checkpoints import PACK_NAME
-from rstn.runs import ConfigChangedError, RunInProgressError, checkpoint_path, is_finished, train_all, train_run
+from rstn.runlist import train_all
+from rstn.runs import ConfigChangedError, RunInProgressError, checkpoint_path, is_finished, train_run
 from rstn.train import ATTENTION_NAME, NonFiniteLossError
 
 torch.set_num_threads(1)
@@ -187,9 +188,9 @@ def test_running_record_is_written_every_epoch_and_a_lost_checkpoint_starts_over
 
 
 def test_queue_runs_rows_in_order_and_stops_at_the_budget(tmp_path, monkeypatch):
-    import rstn.runs as runs
+    import rstn.runlist as runlist
 
-    monkeypatch.setattr(runs, "_LazyData", lambda config, cache: synthetic_data())
+    monkeypatch.setattr(runlist, "_LazyData", lambda config, cache: synthetic_data())
     outcomes = train_all(["ffn-spn-d4", "rnn-spn-d4"], "smoke", results_dir=tmp_path, progress="none",
                          resume=True, **TINY)
     assert [o.record.row for o in outcomes] == ["ffn-spn-d4", "rnn-spn-d4"]

@@ -1,0 +1,81 @@
+"""One process per run: the run lock, a run left to the process that holds it, and the queue's lanes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rstn.experiments import run_config, run_dir
+from rstn.queue import lane_threads, run_lanes
+from rstn.records import RUN_FILE, read_run
+from rstn.runlock import LOCK_NAME, RunBusyError, run_lock
+from rstn.runlist import train_configs
+from rstn.runs import checkpoint_path, train_run
+from test_runs import TINY, synthetic_data
+
+HOLD = """
+import fcntl, os, sys, time
+handle = open(sys.argv[1], "a+")
+fcntl.flock(handle, fcntl.LOCK_EX)
+handle.write(f"pid {os.getpid()} since now\\n"); handle.flush()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+pytest.importorskip("fcntl")
+
+
+def test_a_held_lock_is_refused_naming_its_holder_and_free_once_released(tmp_path):
+    path = tmp_path / "run" / LOCK_NAME
+    with run_lock(path, "paper/x/seed0"):
+        with pytest.raises(RunBusyError, match=r"paper/x/seed0 is being trained by another process \(pid \d+ since"):
+            with run_lock(path, "paper/x/seed0"):
+                pass
+    with run_lock(path, "paper/x/seed0"):  # released: taken again
+        pass
+
+
+def test_a_lock_held_by_another_process_is_freed_when_it_is_killed(tmp_path):
+    path = tmp_path / LOCK_NAME
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunBusyError, match=f"pid {holder.pid}"):
+            with run_lock(path, "r"):
+                pass
+    finally:
+        holder.kill()  # as kill -9 would: the kernel drops the lock
+        holder.wait()
+    with run_lock(path, "r"):
+        pass
+
+
+def test_a_run_another_process_trains_is_left_untouched_and_the_next_run_goes_on(tmp_path):
+    configs = [run_config(r, "smoke", 0, **TINY) for r in ("rnn-spn-d4", "ffn-spn-d4")]
+    first = train_run(configs[0], results_dir=tmp_path, progress="none", data=synthetic_data(), deadline=1e-9)
+    record = run_dir(tmp_path, "smoke", "rnn-spn-d4", 0) / RUN_FILE
+    before = record.read_bytes()
+    assert first.status == "running"
+    with run_lock(checkpoint_path(configs[0]).with_name(LOCK_NAME), "another process"):
+        with pytest.raises(RunBusyError):
+            train_run(configs[0], results_dir=tmp_path, progress="none", data=synthetic_data(), force=True)
+        assert record.read_bytes() == before  # not even --force touches a run another process holds
+        outcomes = train_configs(configs, results_dir=tmp_path, resume=True, progress="none")
+    assert isinstance(outcomes[0], RunBusyError) and outcomes[1].status == "finished"
+    assert record.read_bytes() == before
+
+
+def test_two_lanes_train_each_run_once(tmp_path):
+    small = {"n_train": 40, "n_valid": 20, "n_test": 20}
+    configs = [run_config(r, "smoke", 0, data=small, **TINY) for r in ("rnn-spn-d4", "ffn-spn-d4", "rnn-spn-d3")]
+    start = time.monotonic()
+    status = run_lanes(configs, 2, results_dir=tmp_path, checkpoint_root=tmp_path / "ckpt", device="cpu",
+                       force=False, budget_s=None, checkpoint_every=1, progress="none")
+    assert status == 0 and time.monotonic() - start < 120
+    for config in configs:
+        run = read_run(run_dir(tmp_path, "smoke", config.row, 0) / RUN_FILE)
+        assert run.status == "finished" and run.epochs_run == 1 and len(run.sessions) == 1  # trained once
+        assert run.sessions[0]["lanes"] == 2 and f"{lane_threads(2)} threads" in run.sessions[0]["device"]
