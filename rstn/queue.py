@@ -153,7 +153,7 @@ class PlannedRun:
 
     config: RunConfig
     epochs_done: int
-    epochs_left: int  # to the protocol's latest end: max_epochs, or early stopping if that comes sooner
+    epochs_left: int  # to the protocol's end were the run to improve no more: max_epochs or early stopping
     epoch_s: float
     source: str  # where epoch_s comes from
     reach: int  # epochs done when the budget runs out (epochs_done + epochs_left: the run ends in it)
@@ -162,8 +162,10 @@ class PlannedRun:
     def line(self) -> str:
         c = self.config
         end = self.epochs_done + self.epochs_left
-        if self.reach >= end:
-            fate = f"ends in the budget (by epoch {end} at the latest)"
+        if self.reach >= end and end < c.train.max_epochs:  # `end` is early stopping's, were it to improve no more
+            fate = f"ends in the budget if it improves no more (early stopping after epoch {end})"
+        elif self.reach >= end:
+            fate = f"ends in the budget (by epoch {end})"
         elif self.reach > self.epochs_done:
             fate = f"the budget takes it to {self.reach} of at most {end} epochs"
         else:

@@ -119,3 +119,12 @@ def test_lanes_go_with_the_queue_only(capsys):
 
     assert main(["train", "--row", "rnn-spn-d4", "--lanes", "2"]) == 2
     assert "--lanes takes a count >= 1 and goes with --cpu-queue" in capsys.readouterr().err
+
+
+def test_a_run_that_may_stop_early_is_said_to_end_only_if_it_improves_no_more():
+    from rstn.queue import PlannedRun
+
+    config = run_config("ffn-spn-d3", "paper")  # 300 epochs at most
+    assert "ends in the budget if it improves no more (early stopping after epoch 58)" in \
+        PlannedRun(config, 8, 50, 100.0, "timed steps", 58).line()
+    assert "ends in the budget (by epoch 300)" in PlannedRun(config, 8, 292, 1.0, "timed steps", 300).line()
