@@ -331,7 +331,8 @@ def format_table(table: list[TableRecord]) -> str:
         notes = []
         if r.best_so_far is not None:
             run = r.best_so_far
-            notes.append(f"in progress: {100 * run.test_error:.2f} at epoch {run.best_epoch} of {run.epochs_run} run")
+            notes.append(f"in progress: {100 * run.test_error:.2f} at epoch {run.best_epoch}, "
+                         f"{counted(run.epochs_run, 'epoch')} so far")
         elif r.running:
             notes.append("in progress: no epoch yet")
         if r.n_diverged:

@@ -129,7 +129,7 @@ def test_table_mean_and_std_over_seeds_and_runs_in_progress(tmp_path):
     line = next(s for s in text.splitlines() if s.startswith("rnn-spn-d4"))
     assert " 2.3 " in line and " 3 " in line and "cpu (2 cores" in line
     line = next(s for s in text.splitlines() if s.startswith("ffn-spn-d4"))
-    assert "in progress: 40.00 at epoch 0 of 1 run" in line
+    assert "in progress: 40.00 at epoch 0, 1 epoch so far" in line
     assert default_table_profile(tmp_path) == "smoke"
 
 
