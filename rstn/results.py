@@ -49,6 +49,7 @@ from rstn.table import (
     run_estimate,
     run_facts_rows,
     test_digits,
+    variant_pairs,
     variant_rows,
 )
 
@@ -60,5 +61,5 @@ __all__ = [
     "VARIANT_COLUMNS", "TableRecord", "default_table_profile", "estimate", "format_table", "headline_rows",
     "headline_summary", "last_epoch_error", "load_table", "markdown_headline", "markdown_table",
     "no_result_text", "not_run_text", "replace_marked_table", "run_estimate", "run_facts_rows", "test_digits",
-    "variant_rows",
+    "variant_pairs", "variant_rows",
 ]

@@ -224,8 +224,8 @@ def variant_rows(profile: str = "paper", results_dir: str | Path = "results", se
     """The variants of Table 1 rows (`rstn.experiments.ABLATIONS`), each beside the row it varies, seed
     `seed`: per-digit test error (%) at the best-validation epoch ± SE, and their difference."""
     rows = []
-    for name, row in ABLATIONS.items():
-        mine, base = (_seed_run(profile, results_dir, r, seed) for r in (name, row.compare_with))
+    for name, mine, base in variant_pairs(profile, results_dir, seed):
+        row = ABLATIONS[name]
         cells = []
         for run in (mine, base):
             if run is None or run.test_error is None:
@@ -240,6 +240,14 @@ def variant_rows(profile: str = "paper", results_dir: str | Path = "results", se
             mine.status + ("" if mine.finished else f", {counted(mine.epochs_run, 'epoch')}")
         rows.append([name, row.note, row.compare_with, *cells, versus, status])
     return rows
+
+
+def variant_pairs(profile: str = "paper", results_dir: str | Path = "results", seed: int = 0
+                  ) -> list[tuple[str, RunRecord | None, RunRecord | None]]:
+    """(variant, its record, the record of the row it varies) for each of `ABLATIONS`, seed `seed`; None
+    where a run has no record."""
+    return [(name, *(_seed_run(profile, results_dir, r, seed) for r in (name, row.compare_with)))
+            for name, row in ABLATIONS.items()]
 
 
 def _seed_run(profile: str, results_dir: str | Path, row: str, seed: int) -> RunRecord | None:

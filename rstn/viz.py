@@ -258,6 +258,50 @@ def plot_learning_curves(runs: Sequence, table: Sequence, profile: str) -> Figur
     return fig
 
 
+def plot_variant_curves(pairs: Sequence[tuple[str, object, object]], profile: str) -> Figure:
+    """Each variant's validation per-digit error per epoch over the row it varies, one panel per variant
+    that has an epoch (chapter 8). Dots mark each run's best-validation epoch; log error axis.
+
+    Args:
+        pairs: (variant, its record, the varied row's record) as `rstn.results.variant_pairs` gives them;
+            a variant whose record is None or has no epoch gets no panel.
+        profile: named in the caption line under the panels.
+    """
+    from matplotlib.ticker import FixedLocator, NullFormatter
+
+    drawn = [(name, mine, base) for name, mine, base in pairs if mine is not None and mine.history]
+    if not drawn:
+        raise ValueError("no variant has an epoch yet: nothing to draw")
+    ncols = min(3, len(drawn))
+    nrows = -(-len(drawn) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_WIDTH_IN, 2.9 * nrows), sharey=True, squeeze=False)
+    for ax, (name, mine, base) in zip(axes.flat, drawn):
+        for record, label, style in ((base, base.row if base else None, dict(color="gray", lw=1.0)),
+                                     (mine, name, dict(color="C0", lw=1.3))):
+            if record is None or not record.history:
+                continue
+            curve = [100 * h["valid_error"] for h in record.history]
+            status = "" if record.finished else ", in progress"
+            ax.plot(range(len(curve)), curve, label=f"{label}{status}", **style)
+            if record.best_epoch is not None and record.best_epoch < len(curve):
+                ax.plot(record.best_epoch, curve[record.best_epoch], "o", color=style["color"], ms=4)
+        ax.set(title=name, xlabel="epoch", yscale="log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+        ax.legend(loc="upper right", fontsize="small")
+    for ax in list(axes.flat)[len(drawn):]:
+        ax.set_visible(False)
+    ticks = [1, 2, 3, 5, 10, 20, 50, 100]
+    for ax in axes[:, 0]:
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_yticklabels([str(t) for t in ticks])
+        ax.set(ylabel="validation per-digit error (%)", ylim=(1, 100))
+    fig.text(0.01, 0.01, f"profile {profile!r}; dots: best-validation epoch, whose test error the table reports",
+             color="gray")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
 def plot_run_curves(record, paper_error: float | None = None) -> Figure:
     """One run's training loss, and its train / valid / test per-digit error, per epoch (chapter 3).
 

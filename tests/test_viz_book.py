@@ -121,3 +121,29 @@ def test_learning_curves_mark_each_panels_own_lr_decays():
         assert verticals(ffn) == [] and ffn.get_xlim()[1] < 3
     finally:
         plt.close(fig)
+
+
+def test_variant_curves_draw_a_panel_per_variant_with_an_epoch_over_the_row_it_varies():
+    from types import SimpleNamespace as NS
+
+    def run(row, errors, finished=True):
+        return NS(row=row, history=[{"valid_error": e} for e in errors],
+                  best_epoch=int(np.argmin(errors)) if errors else None, finished=finished)
+
+    base = run("rnn-spn-d4", [0.9, 0.1, 0.05, 0.02])
+    pairs = [("rnn-spn-d4-bf16", run("rnn-spn-d4-bf16", [0.8, 0.2], finished=False), base),
+             ("rnn-spn-d3-feedback", None, run("rnn-spn-d3", [0.9, 0.03])),
+             ("rnn-spn-d3-glimpses2", run("rnn-spn-d3-glimpses2", []), None)]
+    fig = viz.plot_variant_curves(pairs, "paper")
+    try:
+        (ax,) = [a for a in fig.axes if a.get_visible()]
+        assert ax.get_title() == "rnn-spn-d4-bf16"
+        curves = {line.get_label(): list(line.get_ydata()) for line in ax.lines if not line.get_label().startswith("_")}
+        assert curves == {"rnn-spn-d4": pytest.approx([90, 10, 5, 2]),
+                          "rnn-spn-d4-bf16, in progress": pytest.approx([80, 20])}
+        best = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines if line.get_marker() == "o"]
+        assert best == [(3, pytest.approx(2)), (1, pytest.approx(20))]  # the row's, then the variant's
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="no variant has an epoch yet"):
+        viz.plot_variant_curves(pairs[1:], "paper")
