@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +81,33 @@ def test_two_lanes_train_each_run_once(tmp_path):
         run = read_run(run_dir(tmp_path, "smoke", config.row, 0) / RUN_FILE)
         assert run.status == "finished" and run.epochs_run == 1 and len(run.sessions) == 1  # trained once
         assert run.sessions[0]["lanes"] == 2 and f"{lane_threads(2)} threads" in run.sessions[0]["device"]
+
+
+def test_sigterm_to_the_queue_ends_its_lanes_and_frees_their_runs(tmp_path):
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from rstn.experiments import run_config
+from rstn.queue import run_lanes
+from test_runs import TINY
+small = {{"n_train": 40, "n_valid": 20, "n_test": 20}}
+configs = [run_config(r, "smoke", 0, data=small, **(TINY | {{"max_epochs": 100000}}))
+           for r in ("rnn-spn-d4", "ffn-spn-d4")]
+run_lanes(configs, 2, results_dir={str(tmp_path)!r}, checkpoint_root={str(tmp_path / "ckpt")!r}, device="cpu",
+          force=False, budget_s=None, checkpoint_every=1, progress="none")
+"""
+    records = [run_dir(tmp_path, "smoke", row, 0) / RUN_FILE for row in ("rnn-spn-d4", "ffn-spn-d4")]
+    queue = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while not all(r.exists() and read_run(r).epochs_run >= 2 for r in records):  # both lanes are training
+            assert queue.poll() is None and time.monotonic() < deadline, "the lanes did not start"
+            time.sleep(0.5)
+        queue.send_signal(signal.SIGTERM)
+        assert queue.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        queue.kill()
+    for record in records:  # in progress, and no lane is left holding its run
+        assert read_run(record).status == "running"
+        with run_lock(tmp_path / "ckpt" / "smoke" / record.parent.parent.name / "seed0" / LOCK_NAME, "r"):
+            pass
