@@ -275,12 +275,21 @@ def run_facts_rows(runs: Iterable[RunRecord]) -> list[list[str]]:
         error = "-" if r.test_error is None else f"{100 * r.test_error:.2f}"
         best = "-" if r.best_epoch is None else str(r.best_epoch)
         stopped = {None: "(training)", "time_budget": "time budget (paused)"}.get(r.stop_reason, r.stop_reason)
-        # the precise processor id where a session recorded it, else its model name
+        # each device and thread count the sessions trained with (a lane of the CPU queue shares the cores),
+        # then the precise processor id where a session recorded it, else its model name
+        devices = list(dict.fromkeys(_session_device(s) for s in r.sessions if s.get("device"))) or [r.device]
         processors = sorted({s.get("cpu") or s["processor"] for s in r.sessions if s.get("cpu") or s.get("processor")})
-        device = "; ".join([r.device, *processors])
+        device = "; ".join([*devices, *processors])
         rows.append([f"{r.row} / {r.seed}", r.status, f"{r.epochs_run} ({best})", stopped, error,
                      format_duration(r.wall_time_s), device, commit])
     return rows
+
+
+def _session_device(session: dict) -> str:
+    """A session's device, e.g. "cpu (2 cores, 1 threads, 2 lanes)" for a lane of `rstn train --cpu-queue`."""
+    device = session["device"]
+    lanes = session.get("lanes", 1)
+    return device[:-1] + f", {lanes} lanes)" if lanes > 1 and device.endswith(")") else device
 
 
 def markdown_table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:

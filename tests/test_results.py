@@ -284,6 +284,11 @@ def test_run_facts_name_commits_and_processors():
     assert row[-2] == "cpu (2 cores, 2 threads); AMD EPYC 7B13; Intel(R) Xeon(R) Processor"
     (old,) = run_facts_rows([make_record()])
     assert old[-2] == "cpu (2 cores, 2 threads)" and old[-1] == "abc"
+    lanes = [{"commit": "abc", "dirty": False, "device": "cpu (2 cores, 2 threads)", "cpu": "A", "epochs": 1},
+             {"commit": "abc", "dirty": False, "device": "cpu (2 cores, 1 threads)", "cpu": "A", "lanes": 2,
+              "epochs": 1}]
+    (side_by_side,) = run_facts_rows([make_record(sessions=lanes, device="cpu (2 cores, 1 threads)")])
+    assert side_by_side[-2] == "cpu (2 cores, 2 threads); cpu (2 cores, 1 threads, 2 lanes); A"
 
 
 def test_a_run_in_bf16_is_its_row_labelled_as_a_deviation_not_another_config(tmp_path):
