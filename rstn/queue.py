@@ -14,6 +14,7 @@ speed, 1.14x the queue's throughput (benchmarks/README.md, "CPU queue lanes").
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import statistics
@@ -212,7 +213,8 @@ def plan(configs: Sequence[RunConfig], budget_s: float | None, results_dir: str 
         reach = done
         if lane is not None:
             left = max(0.0, budget - free_at[lane])
-            reach = min(end, done + (int(left // epoch_s) if epoch_s > 0 else end - done))
+            affordable = end - done if epoch_s <= 0 or math.isinf(left) else int(left // epoch_s)
+            reach = min(end, done + affordable)
             # a lane stops in the first run the budget does not see to its end
             free_at[lane] = free_at[lane] + (reach - done) * epoch_s if reach >= end else None
         planned.append(PlannedRun(config, done, end - done, epoch_s, source, reach,
@@ -239,8 +241,10 @@ def run_lanes(configs: Sequence[RunConfig], lanes: int, **train_kwargs) -> int:
 
     Each lane walks `configs` in order through `rstn.runlist.train_configs` and takes the next run that the
     others are not training (a busy run is left to its lane, `rstn.runlock`); each stops, as the queue does,
-    in the first run its budget does not see to its end, and prints its own summary. SIGTERM to this process
-    ends the lanes too (each loses at most the epoch in progress). Returns the worst lane's exit status.
+    in the first run its budget does not see to its end, and prints its own summary. SIGTERM or SIGHUP to
+    this process ends the lanes too (each loses at most the epoch in progress), and on Linux so does its
+    death by any signal. Call it from the main thread (it sets signal handlers). Returns the worst lane's
+    exit status (128 + N for a lane killed by signal N).
     """
     import multiprocessing
 
@@ -255,15 +259,35 @@ def run_lanes(configs: Sequence[RunConfig], lanes: int, **train_kwargs) -> int:
                 worker.terminate()
         raise SystemExit(128 + signum)
 
-    before = signal.signal(signal.SIGTERM, end_lanes)
+    ended = (signal.SIGTERM, signal.SIGHUP)
+    before = {number: signal.signal(number, end_lanes) for number in ended}  # main thread only
     try:
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
     finally:
-        signal.signal(signal.SIGTERM, before)
-    return max(worker.exitcode if worker.exitcode is not None else 1 for worker in workers)
+        for number, handler in before.items():
+            signal.signal(number, handler)
+    return max(_exit_status(worker.exitcode) for worker in workers)
+
+
+def _exit_status(exitcode: int | None) -> int:
+    """A lane's exit status as a shell gives it: 128 + N for a lane killed by signal N (exitcode -N)."""
+    if exitcode is None:
+        return 1
+    return 128 - exitcode if exitcode < 0 else exitcode
+
+
+def _end_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent dies, even by SIGKILL, so no lane trains on alone."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1  # <sys/prctl.h>
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: a lane outlives a killed queue until its budget ends
+        pass
 
 
 def _lane(number: int, configs: list[RunConfig], threads: int, lanes: int, train_kwargs: dict) -> None:
@@ -272,6 +296,7 @@ def _lane(number: int, configs: list[RunConfig], threads: int, lanes: int, train
 
     from rstn.runlist import describe_outcomes, train_configs
 
+    _end_with_parent()
     torch.set_num_threads(threads)
     start = time.monotonic()
     outcomes = train_configs(configs, resume=True, lanes=lanes, **train_kwargs)

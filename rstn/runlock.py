@@ -6,7 +6,8 @@ and pack, and the one that finishes second overwrites the first. The CPU queue's
 `rstn train --row ...` can meet a queue; each takes a run only if it gets the run's lock, else goes on.
 
 The lock is an advisory `flock` on <checkpoint folder>/train.lock (outside the work tree, beside the
-run's checkpoint). The kernel drops it when its process ends, however it ends, so a killed run never
+run's checkpoint): processes that share the results folder but not the checkpoint root (another
+--checkpoint-dir or $RSTN_CHECKPOINT_DIR) do not see each other's locks. The kernel drops it when its process ends, however it ends, so a killed run never
 leaves its run locked. The file holds who holds it ("pid 1234 since <UTC time>"), for the message.
 Where `fcntl` does not exist (Windows) no lock is taken.
 """

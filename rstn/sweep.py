@@ -130,7 +130,8 @@ def run_lane(configs: Sequence[RunConfig], results_dir: str, checkpoint_root: st
     deadline: wall-clock seconds (`time.time()`), turned into this process's monotonic clock.
     Returns one summary per run: {row, seed, threads, status[, epochs, test_error | error][,
     peak_memory_gib]}: peak_memory_gib, on CUDA, is the most memory this process's tensors held during the
-    run (`torch.cuda.max_memory_allocated`). A run that raises is "failed" and the lane goes on.
+    run (`torch.cuda.max_memory_allocated`). A run that raises is "failed" (or "busy": another process is
+    training it, `rstn.runlock`) and the lane goes on.
     """
     import traceback
 

@@ -82,7 +82,8 @@ class FitResult:
     (stop_reason None) or stopped by the deadline with a checkpoint to resume from ("time_budget").
     history: one dict per epoch (see `fit`); best_state: CPU state_dict of the best epoch (None before
     one); sessions: one dict per process that trained the run (what the caller passed as `session`,
-    plus first_epoch and epochs).
+    plus first_epoch, epochs, started_at and ended_at: when it stopped, or its last epoch ended, so that a
+    checkpoint, and the record of a resumed run, keep it).
     """
 
     history: list[dict]
@@ -288,6 +289,7 @@ class _Fit:
         state.elapsed_s += record["time_s"]
         state.best_epoch = stopper.best_epoch
         self.session["epochs"] += 1
+        self.session["ended_at"] = utc_now()  # so far: the checkpoint, and a resumed run's record, keep it
         done = stopper.should_stop(epoch) or epoch + 1 == config.max_epochs
         if self.keeper.due(epoch, self.start_epoch, done):
             self.keeper.save(epoch, self.loop, stopper, state)
@@ -413,8 +415,12 @@ def _checkpoint_to_resume(path: Path, extra: dict, say: Callable[[str], None]) -
 
 
 def _stopped(state: FitResult, session: dict) -> FitResult:
-    """The final FitResult: finished unless the deadline stopped it."""
+    """The final FitResult: finished unless the deadline stopped it. A resumed session that trained no epoch
+    (its deadline came first, e.g. a CPU queue lane reaching a run another lane has just paused) is left out
+    of `sessions`: it changed nothing."""
     session["ended_at"] = utc_now()
+    if session["epochs"] == 0 and len(state.sessions) > 1 and state.sessions[-1] is session:
+        state.sessions.pop()
     if state.stop_reason != "time_budget":
         state.status = "finished"
     return state

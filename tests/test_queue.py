@@ -128,3 +128,12 @@ def test_a_run_that_may_stop_early_is_said_to_end_only_if_it_improves_no_more():
     assert "ends in the budget if it improves no more (early stopping after epoch 58)" in \
         PlannedRun(config, 8, 50, 100.0, "timed steps", 58).line()
     assert "ends in the budget (by epoch 300)" in PlannedRun(config, 8, 292, 1.0, "timed steps", 300).line()
+
+
+def test_without_a_budget_every_run_is_planned_to_its_end(tmp_path, monkeypatch):
+    monkeypatch.setattr("rstn.queue.processor_id", lambda: "this cpu")
+    configs = [run_config(r, "smoke", 0, **(TINY | {"max_epochs": 10})) for r in ("ffn-spn-d4", "rnn-spn-d4")]
+    for lanes in (1, 2):
+        planned = plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 50.0, lanes=lanes)
+        assert [p.reach for p in planned] == [10, 10]
+    assert "no budget" in describe_plan(planned, None, lanes=2)

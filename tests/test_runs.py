@@ -312,3 +312,22 @@ def test_history_excerpt_prints_the_epochs_as_the_training_log_did(tmp_path):
               for line in (result.run_dir / "train.log").read_text().splitlines() if " epoch " in line]
     assert history_excerpt(result.record, head=4, tail=0).splitlines() == logged
     assert history_excerpt(result.record, head=1, tail=1).splitlines() == [logged[0], "[... 2 epochs ...]", logged[-1]]
+
+
+def test_a_resume_that_trains_no_epoch_adds_no_session(tmp_path, monkeypatch):
+    """A CPU queue lane that reaches a run another lane has just paused resumes it with no time for an epoch:
+    its record stays as it was, without an empty session."""
+    import time
+
+    monkeypatch.setattr("rstn.train._epoch_estimate", lambda history: 1e9)  # no next epoch fits any deadline
+    config = run_config("rnn-spn-d4", "smoke", 0, **(TINY | {"max_epochs": 3}))
+    first = train_run(config, results_dir=tmp_path, progress="none", data=synthetic_data(),
+                      deadline=time.monotonic() + 3600)
+    assert first.status == "running" and first.record.epochs_run == 1 and len(first.record.sessions) == 1
+    again = train_run(config, results_dir=tmp_path, progress="none", data=synthetic_data(), resume=True,
+                      deadline=time.monotonic() + 3600)
+    assert again.status == "running" and again.record.epochs_run == 1
+    (session,) = again.record.sessions  # the first session's, its end kept (the checkpoint's: its last epoch)
+    assert {k: session[k] for k in ("started_at", "first_epoch", "epochs")} == \
+        {k: first.record.sessions[0][k] for k in ("started_at", "first_epoch", "epochs")}
+    assert session["ended_at"] <= first.record.sessions[0]["ended_at"]
