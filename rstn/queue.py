@@ -8,7 +8,7 @@ goes first, so that a run in progress is finished before another starts: one pac
 
 Lanes (`--lanes 2`): the queue trains two runs side by side in two processes, each with half the
 threads, each taking the next run in order that the other is not training (`rstn.runlock`). On the 2-core
-Zen 5 two one-thread lanes trained ffn-spn-d3 at 0.56x and rnn-spn-d4-bf16 at 0.58x of their two-thread
+Zen 5 two one-thread lanes trained ffn-spn-d3 at 0.57x and rnn-spn-d4-bf16 at 0.58x of their two-thread
 speed, 1.14x the queue's throughput (benchmarks/README.md, "CPU queue lanes").
 """
 
