@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 _GLIBC_MALLOC_TUNED = False
+_THREAD_SHARE: Callable[[], int] | None = None
 
 
 def _new_precision_api() -> bool:
@@ -94,6 +96,24 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False; use --device cpu")
     return device
+
+
+def share_threads(threads: Callable[[], int] | None) -> None:
+    """Have `fit` take its CPU thread count from `threads()` before every epoch (None: keep the count).
+
+    The CPU queue's lanes use it: a lane that has no more work hands its threads to the lanes still
+    training. Like torch's thread count itself, the policy is the whole process's."""
+    global _THREAD_SHARE
+    _THREAD_SHARE = threads
+
+
+def follow_thread_share() -> int:
+    """Set torch's thread count to the `share_threads` policy's, if there is one; the count now in use."""
+    if _THREAD_SHARE is not None:
+        wanted = max(1, int(_THREAD_SHARE()))
+        if wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)  # between epochs, from the training thread: OpenMP's count is per thread
+    return torch.get_num_threads()
 
 
 def device_name(device: torch.device) -> str:

@@ -86,6 +86,16 @@ def from_pack(packed: Mapping) -> dict:
     return state
 
 
+def pack_bytes(model: torch.nn.Module) -> int:
+    """About the size of a resume pack of `model`: its float32 weights, RMSprop's one running mean per
+    trained parameter and the best weights, each in the pack's precision (the history and RNG states, a few
+    kB, left out)."""
+    weights = [t for t in model.state_dict().values() if t.is_floating_point()]
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return (sum(t.numel() for t in weights) * (4 + PACK_DTYPES["best_state"].itemsize)
+            + trained * PACK_DTYPES["optimizer"].itemsize)
+
+
 def write_pack(path: Path, state: Mapping) -> None:
     """Write the resume pack of a checkpoint state atomically."""
     _save_atomically(Path(path), to_pack(state), f".{PACK_NAME}.tmp")  # git-ignored: results/**/.*.tmp*

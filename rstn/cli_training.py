@@ -25,7 +25,8 @@ def _add_train(subparsers) -> None:
                             "time here and how far --budget takes it; implies --profile paper --resume")
     p.add_argument("--lanes", type=int, default=1, metavar="N",
                    help="with --cpu-queue: train N runs side by side, each in a process of its own with 1/N of "
-                        "the threads (on a 2-core Zen 5, 2 lanes trained 1.14x as much per hour; default: %(default)s)")
+                        "the threads; a lane with no more work hands its threads to the others (on a 2-core Zen 5, "
+                        "2 lanes trained 1.14x as much per hour; default: %(default)s)")
     p.add_argument("--profile", default="auto",
                    help="smoke | quick | paper | auto (paper with CUDA, else quick; default: %(default)s)")
     p.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], metavar="K",
@@ -102,7 +103,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         configs = queue.resumable_first(ordered, args.results_dir, args.checkpoint_dir)
         planned = queue.plan(configs, budget_s, args.results_dir, args.checkpoint_dir, device=args.device or "cpu",
                              lanes=args.lanes)
-        print(queue.describe_plan(planned, budget_s, deferred, args.lanes), flush=True)
+        history = queue.history_line(planned, args.results_dir)
+        print(queue.describe_plan(planned, budget_s, deferred, args.lanes) + (f"\n{history}" if history else ""),
+              flush=True)
+        configs = queue.to_train(planned)
         if args.lanes > 1:  # each lane prints its own summary
             return queue.run_lanes(configs, args.lanes, **common)
         outcomes = train_configs(configs, resume=True, **common)

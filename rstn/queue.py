@@ -9,7 +9,11 @@ goes first, so that a run in progress is finished before another starts: one pac
 Lanes (`--lanes 2`): the queue trains two runs side by side in two processes, each with half the
 threads, each taking the next run in order that the other is not training (`rstn.runlock`). On the 2-core
 Zen 5 two one-thread lanes trained ffn-spn-d3 at 0.57x and rnn-spn-d4-bf16 at 0.58x of their two-thread
-speed, 1.14x the queue's throughput (benchmarks/README.md, "CPU queue lanes").
+speed, 1.14x the queue's throughput (benchmarks/README.md, "CPU queue lanes"). A lane that has no more
+work hands its threads to the lanes still training: they take them at their next epoch (`lane_share`).
+
+A run that would start from epoch 0 and that the budget takes only a few epochs (`MIN_NEW_EPOCHS`) is not
+started: a lane that reaches it ends instead, and its threads speed up the runs in progress.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import math
 import re
 import signal
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +36,16 @@ from rstn.experiments import CPU_QUEUE, RunConfig, run_config, run_dir, same_con
 from rstn.progress import format_duration
 from rstn.records import RUN_FILE, ResultsError, RunRecord, read_run
 from rstn.runs import checkpoint_path
+
+
+# A run the budget would take fewer epochs than this from epoch 0 (or half its epochs) is not started: its
+# resume pack, committed when the queue stops, would cost the repository's history 10-30 MB (every
+# committed pack stays in it) for a few epochs' progress; its lane ends and hands its threads to the others.
+MIN_NEW_EPOCHS = 20
+
+
+# The project's limit on its git history, which keeps every resume pack ever committed.
+HISTORY_LIMIT_MIB = 150
 
 
 def queue_configs(profile: str = "paper") -> list[RunConfig]:
@@ -159,11 +174,16 @@ class PlannedRun:
     source: str  # where epoch_s comes from
     reach: int  # epochs done when the budget runs out (epochs_done + epochs_left: the run ends in it)
     lane: int | None = None  # with lanes: the lane (1, 2, ...) that takes it; None where none gets to it
+    left_out: bool = False  # not started: from epoch 0 the budget would take it only `reach` epochs
 
     def line(self) -> str:
         c = self.config
         end = self.epochs_done + self.epochs_left
-        if self.reach >= end and end < c.train.max_epochs:  # `end` is early stopping's, were it to improve no more
+        if self.left_out:
+            fate = (f"not started: the budget would take it only {self.reach} epochs from scratch (a run starts "
+                    f"with {MIN_NEW_EPOCHS}, or half its epochs, in view: each committed resume pack stays in the "
+                    "repository's history)")
+        elif self.reach >= end and end < c.train.max_epochs:  # `end` is early stopping's, were it to improve no more
             fate = f"ends in the budget if it improves no more (early stopping after epoch {end})"
         elif self.reach >= end:
             fate = f"ends in the budget (by epoch {end})"
@@ -210,16 +230,22 @@ def plan(configs: Sequence[RunConfig], budget_s: float | None, results_dir: str 
         done = len(history)
         running = [k for k, t in enumerate(free_at) if t is not None]
         lane = min(running, key=lambda k: free_at[k]) if running else None
-        reach = done
+        reach, left_out = done, False
         if lane is not None:
             left = max(0.0, budget - free_at[lane])
             affordable = end - done if epoch_s <= 0 or math.isinf(left) else int(left // epoch_s)
             reach = min(end, done + affordable)
-            # a lane stops in the first run the budget does not see to its end
-            free_at[lane] = free_at[lane] + (reach - done) * epoch_s if reach >= end else None
+            left_out = done == 0 and reach < min(MIN_NEW_EPOCHS, end // 2)  # end // 2: short (test) runs
+            if not left_out:  # a lane stops in the first run the budget does not see to its end
+                free_at[lane] = free_at[lane] + (reach - done) * epoch_s if reach >= end else None
         planned.append(PlannedRun(config, done, end - done, epoch_s, source, reach,
-                                  lane + 1 if lanes > 1 and lane is not None else None))
+                                  lane + 1 if lanes > 1 and lane is not None and not left_out else None, left_out))
     return planned
+
+
+def to_train(planned: Sequence[PlannedRun]) -> list[RunConfig]:
+    """The configs the queue trains, in order: the planned runs but those left out (`MIN_NEW_EPOCHS`)."""
+    return [p.config for p in planned if not p.left_out]
 
 
 def describe_plan(planned: Sequence[PlannedRun], budget_s: float | None, deferred: Sequence[RunConfig] = (),
@@ -236,6 +262,44 @@ def describe_plan(planned: Sequence[PlannedRun], budget_s: float | None, deferre
     return "\n".join(lines)
 
 
+def history_mib(folder: str | Path) -> float | None:
+    """The size of the git history holding `folder` (packed and loose objects, `git count-objects -v`), in
+    MiB; None outside a git work tree or without git."""
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "count-objects", "-v"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sizes = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    return (int(sizes.get("size-pack", 0)) + int(sizes.get("size", 0))) / 1024
+
+
+def history_line(planned: Sequence[PlannedRun], results_dir: str | Path,
+                 pack_size: Callable[[RunConfig], int] | None = None) -> str | None:
+    """The queue's last line: the repository's history against `HISTORY_LIMIT_MIB` and the resume packs the
+    plan leaves to commit (the runs the budget cuts); None outside git. pack_size: config -> bytes (default:
+    `rstn.checkpoints.pack_bytes` of the row's model)."""
+    used = history_mib(results_dir if Path(results_dir).is_dir() else ".")
+    if used is None:
+        return None
+    if pack_size is None:
+        from rstn.checkpoints import pack_bytes
+        from rstn.models import build_model
+
+        pack_size = lambda config: pack_bytes(build_model(config.model))  # noqa: E731
+    cut = [p for p in planned if p.epochs_done < p.reach < p.epochs_done + p.epochs_left]
+    sizes = [(f"{p.config.row}/seed{p.config.seed}", pack_size(p.config) / 1e6) for p in cut]
+    text = f"  history: {used:.0f} MiB of the repository's {HISTORY_LIMIT_MIB}"
+    if not sizes:
+        return text + "; the plan leaves no resume pack to commit"
+    total = sum(mb for _, mb in sizes)
+    text += (f"; when the budget ends, resume packs of about {total:.0f} MB to commit ("
+             + ", ".join(f"{name} {mb:.0f} MB" for name, mb in sizes) + ")")
+    if used + total / 1.048576 > HISTORY_LIMIT_MIB:
+        text += ": more than the history has room for"
+    return text
+
+
 def run_lanes(configs: Sequence[RunConfig], lanes: int, **train_kwargs) -> int:
     """Train `configs` in `lanes` processes side by side, each with `lane_threads(lanes)` torch threads.
 
@@ -249,8 +313,8 @@ def run_lanes(configs: Sequence[RunConfig], lanes: int, **train_kwargs) -> int:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: its own torch thread pool
-    threads = lane_threads(lanes)
-    workers = [context.Process(target=_lane, args=(k, list(configs), threads, lanes, train_kwargs),
+    threads, training = lane_threads(lanes), context.Value("i", lanes)
+    workers = [context.Process(target=_lane, args=(k, list(configs), threads, lanes, training, train_kwargs),
                                name=f"lane {k}") for k in range(1, lanes + 1)]
 
     def end_lanes(signum, frame):
@@ -290,16 +354,30 @@ def _end_with_parent() -> None:
         pass
 
 
-def _lane(number: int, configs: list[RunConfig], threads: int, lanes: int, train_kwargs: dict) -> None:
-    """One lane of `run_lanes` (a process of its own); exits with 1 if a run failed (diverged or kept)."""
+def lane_share(threads: int, lanes: int, training: int) -> int:
+    """A lane's threads while `training` of the queue's `lanes` lanes of `threads` each still train: the
+    threads of the lanes that have ended go to the others."""
+    return max(1, threads * lanes // max(1, training))
+
+
+def _lane(number: int, configs: list[RunConfig], threads: int, lanes: int, training, train_kwargs: dict) -> None:
+    """One lane of `run_lanes` (a process of its own); exits with 1 if a run failed (diverged or kept).
+    training: the shared count of lanes still training; a lane takes its share of the threads before every
+    epoch (`rstn.backends.share_threads`) and gives its own back when it ends."""
     import sys
 
+    from rstn.backends import share_threads
     from rstn.runlist import describe_outcomes, train_configs
 
     _end_with_parent()
     torch.set_num_threads(threads)
+    share_threads(lambda: lane_share(threads, lanes, training.value))
     start = time.monotonic()
-    outcomes = train_configs(configs, resume=True, lanes=lanes, **train_kwargs)
+    try:
+        outcomes = train_configs(configs, resume=True, lanes=lanes, **train_kwargs)
+    finally:
+        with training.get_lock():
+            training.value -= 1
     text, failed = describe_outcomes(outcomes, time.monotonic() - start)
     print(f"lane {number} ({threads} thread(s)): {text}", file=sys.stderr, flush=True)
     sys.exit(1 if failed else 0)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rstn.backends import configure_backends, resolve_device, tune_glibc_malloc
+from rstn.backends import configure_backends, device_name, follow_thread_share, resolve_device, tune_glibc_malloc
 from rstn.checkpoints import (  # noqa: F401 (CHECKPOINT_NAME, load_checkpoint: part of this module's API)
     CHECKPOINT_NAME,
     CheckpointError,
@@ -105,7 +105,7 @@ class _Loop:
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
         params = [p for p in model.parameters() if p.requires_grad]
-        self.model, self.config, self.seed, self.dropout = model, config, seed, dropout
+        self.model, self.config, self.seed, self.dropout, self.device = model, config, seed, dropout, device
         self.optimizer = LasagneRMSprop(params, lr=config.lr, rho=config.rho, eps=config.eps)
         self.element_clip, self.ramp = element_clip_for(config, model), ramps_dropout(config, model)
         if dropout > 0 and not hasattr(model, "set_dropout"):
@@ -215,12 +215,13 @@ class _Checkpoints:
             self.on_checkpoint(checkpoint)
         self.saved = _Saved(epoch, stopper.best_epoch, state.best_state, state.elapsed_s)
 
-    def rewind(self, state: FitResult, session: dict, start_epoch: int) -> None:
+    def rewind(self, state: FitResult) -> None:
         """Forget the epochs after the last checkpoint (with checkpoint_every > 1): the weights that ended them
         are gone, so the result must say what a resume starts from, and the resume trains them again."""
         saved = self.saved
         del state.history[saved.epoch + 1:]
-        session["epochs"] = max(0, saved.epoch + 1 - start_epoch)
+        for session in state.sessions:  # this fit's sessions: more than one where the thread count changed
+            session["epochs"] = min(session["epochs"], max(0, saved.epoch + 1 - session["first_epoch"]))
         state.best_epoch, state.best_state, state.elapsed_s = saved.best_epoch, saved.best_state, saved.elapsed_s
 
 
@@ -256,6 +257,7 @@ class _Fit:
             if self.state.history and self.deadline.passed(after=_epoch_estimate(self.state.history)):
                 self.state.stop_reason = "time_budget"
                 break
+            self._follow_threads(epoch)
             t0 = time.perf_counter()
             try:
                 record, valid_correct = self.loop.epoch(epoch, self.deadline, self.log, self.prefix)
@@ -267,6 +269,22 @@ class _Fit:
         else:
             self.state.stop_reason = "max_epochs"
         return self._end()
+
+    def _follow_threads(self, epoch: int) -> None:
+        """Take the CPU thread count `rstn.backends.share_threads` hands out (a queue lane whose neighbour has
+        ended). A new count starts a new session: each session holds epochs of one device and thread count,
+        which is what the queue's epoch times are read by."""
+        before = self.session.get("device")
+        follow_thread_share()
+        now = device_name(self.loop.device)
+        if before is None or now == before:
+            return
+        if self.session["epochs"]:
+            self.session = {k: v for k, v in self.session.items() if k != "ended_at"} | {
+                "started_at": utc_now(), "first_epoch": epoch, "epochs": 0}
+            self.state.sessions.append(self.session)
+        self.session["device"] = now
+        self.log(f"{self.prefix}from epoch {epoch} on {now}: another queue lane has ended")
 
     def _check_finite(self, record: dict, epoch: int) -> None:
         # A non-finite gradient norm corrupts the weights even when every loss of the epoch was finite.
@@ -309,7 +327,7 @@ class _Fit:
         self.log(f"{self.prefix}out of time in epoch {epoch}: it is discarded; {kept}")
         self.state.stop_reason = "time_budget"
         if saved < len(self.state.history) - 1:
-            self.keeper.rewind(self.state, self.session, self.start_epoch)
+            self.keeper.rewind(self.state)
         return _stopped(self.state, self.session)
 
     def _end(self) -> FitResult:

@@ -17,9 +17,11 @@ from rstn.checkpoints import (
     resume_point,
     save_checkpoint,
     to_pack,
+    pack_bytes,
     write_pack,
 )
 from rstn.experiments import run_config
+from rstn.models import build_model
 from rstn.results import HISTORY_FIELDS, read_run
 from rstn.runs import checkpoint_path, load_trained, train_run
 from rstn.weights import WEIGHTS_NAME
@@ -102,6 +104,8 @@ def test_a_fresh_clone_continues_a_paused_run_from_its_pack(tmp_path, monkeypatc
                            data=data, deadline=time.monotonic() + 3600)
     folder = here / "smoke" / "rnn-spn-d4" / "seed4"
     assert paused.status == "running" and paused.record.epochs_run == 2 and (folder / PACK_NAME).exists()
+    model_bytes = pack_bytes(build_model(config.model))  # the queue's estimate, within the few kB of history
+    assert model_bytes < (folder / PACK_NAME).stat().st_size < model_bytes + 64_000
     assert not (folder / WEIGHTS_NAME).exists()  # weights come with the finish
     assert load_checkpoint(checkpoint_path(config, tmp_path / "ckpt-here"))["epoch"] == 1
 
@@ -135,7 +139,6 @@ def test_load_trained_returns_the_best_weights_in_eval_mode(tmp_path):
     model = load_trained("rnn-spn-d4", "smoke", seed=5, results_dir=tmp_path)
     assert not model.training
     best = load_checkpoint(checkpoint_path(config, tmp_path / "ckpt"))["best_state"]  # full precision
-    from rstn.models import build_model
 
     reference = build_model(config.model).eval()
     reference.load_state_dict(best)

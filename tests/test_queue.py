@@ -7,7 +7,8 @@ from types import SimpleNamespace
 from rstn.backends import has_native_bf16, processor_id
 from rstn.checkpoints import PACK_NAME
 from rstn.experiments import CPU_QUEUE, get_row, run_config
-from rstn.queue import bf16_deferred, describe_plan, epoch_time_here, plan, queue_configs, resumable_first
+from rstn.queue import (HISTORY_LIMIT_MIB, MIN_NEW_EPOCHS, bf16_deferred, describe_plan, epoch_time_here,
+                        history_line, lane_share, plan, queue_configs, resumable_first, to_train)
 from rstn.runs import train_run
 from test_runs import TINY, synthetic_data
 
@@ -137,3 +138,41 @@ def test_without_a_budget_every_run_is_planned_to_its_end(tmp_path, monkeypatch)
         planned = plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 50.0, lanes=lanes)
         assert [p.reach for p in planned] == [10, 10]
     assert "no budget" in describe_plan(planned, None, lanes=2)
+
+
+def test_a_run_the_budget_takes_only_a_few_epochs_from_scratch_is_not_started(tmp_path, monkeypatch):
+    monkeypatch.setattr("rstn.queue.processor_id", lambda: "this cpu")
+    configs = [run_config(r, "paper", 0) for r in ("ffn-spn-d2", "rnn-spn-d4")]  # new runs of 300 epochs at most
+    seconds = {"ffn-spn-d2": 500.0, "rnn-spn-d4": 90.0}
+    planned = plan(configs, budget_s=3600.0, results_dir=tmp_path, probe=lambda c: seconds[c.row])
+    # 7 epochs of ffn-spn-d2 are not worth a resume pack; left out, it costs the lane no time: rnn-spn-d4 gets
+    # the whole hour instead of being "not reached"
+    assert [(p.reach, p.left_out) for p in planned] == [(7, True), (40, False)] and 7 < MIN_NEW_EPOCHS
+    assert "ffn-spn-d2/seed0: from epoch 0; 500 s per epoch here (timed steps); not started: the budget would " \
+           "take it only 7 epochs from scratch" in describe_plan(planned, 3600.0)
+    assert to_train(planned) == [configs[1]]
+    assert [p.left_out for p in plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 500.0)] == \
+        [False, False]  # without a budget every run is trained
+
+
+def test_the_threads_of_lanes_that_have_ended_go_to_the_lanes_still_training():
+    assert [lane_share(1, 2, training) for training in (2, 1, 0)] == [1, 2, 2]
+    assert lane_share(2, 3, 2) == 3 and lane_share(1, 3, 2) == 1  # a thread that does not divide stays idle
+
+
+def test_the_plan_ends_with_the_history_and_the_packs_it_leaves_to_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setattr("rstn.queue.processor_id", lambda: "this cpu")
+    configs = [run_config(r, "paper", 0) for r in ("rnn-spn-d4", "ffn-spn-d4")]
+    planned = plan(configs, budget_s=3600.0, results_dir=tmp_path, probe=lambda c: 60.0)  # the first is cut
+    sizes = {"rnn-spn-d4": 12_200_000, "ffn-spn-d4": 4_000_000}
+    assert history_line(planned, tmp_path, pack_size=lambda c: sizes[c.row]) is None  # not a git repository
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    line = history_line(planned, tmp_path, pack_size=lambda c: sizes[c.row])
+    assert line == (f"  history: 0 MiB of the repository's {HISTORY_LIMIT_MIB}; when the budget ends, resume "
+                    "packs of about 12 MB to commit (rnn-spn-d4/seed0 12 MB)")
+    huge = history_line(planned, tmp_path, pack_size=lambda c: 200_000_000)
+    assert huge.endswith("(rnn-spn-d4/seed0 200 MB): more than the history has room for")
+    ended = plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 60.0)
+    assert history_line(ended, tmp_path, pack_size=lambda c: 1).endswith("the plan leaves no resume pack to commit")

@@ -86,6 +86,20 @@ def test_two_lanes_train_each_run_once(tmp_path, capfd):
         assert run.sessions[0]["lanes"] == 2 and f"{lane_threads(2)} threads" in run.sessions[0]["device"]
 
 
+def test_a_lane_that_ends_hands_its_threads_to_the_lane_still_training(tmp_path):
+    small = {"n_train": 40, "n_valid": 20, "n_test": 20}
+    quick = run_config("rnn-spn-d4", "smoke", 0, data=small, **TINY)
+    long = run_config("ffn-spn-d4", "smoke", 0, data=small, **(TINY | {"max_epochs": 100000, "patience": 100000}))
+    run_lanes([quick, long], 2, results_dir=tmp_path, checkpoint_root=tmp_path / "ckpt", device="cpu",
+              force=False, budget_s=20.0, checkpoint_every=1, progress="none")
+    assert read_run(run_dir(tmp_path, "smoke", "rnn-spn-d4", 0) / RUN_FILE).status == "finished"
+    run = read_run(run_dir(tmp_path, "smoke", "ffn-spn-d4", 0) / RUN_FILE)
+    assert run.status == "running" and run.epochs_run > 1  # paused by the budget
+    # once the other lane had ended, the long run trained with both lanes' threads
+    assert f"{2 * lane_threads(2)} threads" in run.sessions[-1]["device"] and run.sessions[-1]["epochs"] > 0
+    assert sum(s["epochs"] for s in run.sessions) == run.epochs_run
+
+
 def test_sigterm_to_the_queue_ends_its_lanes_and_frees_their_runs(tmp_path):
     script = f"""
 import sys

@@ -476,3 +476,23 @@ def test_processor_name_reads_the_model_from_cpuinfo(tmp_path):
                        "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Processor\n")
     assert processor_name(cpuinfo) == "Intel(R) Xeon(R) Processor"
     assert processor_name(tmp_path / "missing") not in ("", None)
+
+
+def test_a_new_thread_count_handed_out_between_epochs_starts_a_new_session():
+    import os
+
+    from rstn.backends import device_name, share_threads
+
+    before, asked = torch.get_num_threads(), iter([1, 2, 2])  # the count handed out before each epoch
+    share_threads(lambda: next(asked))
+    try:
+        result = fit(tiny_model(), tiny_data(), CONFIG, seed=0, progress="none",  # 3 epochs
+                     session={"device": device_name(torch.device("cpu"))})
+    finally:
+        share_threads(None)
+        torch.set_num_threads(before)
+    cores = os.cpu_count()
+    # the first count is taken before any epoch, so the first session is simply relabelled
+    assert [(s["first_epoch"], s["epochs"], s["device"]) for s in result.sessions] == [
+        (0, 1, f"cpu ({cores} cores, 1 threads)"), (1, 2, f"cpu ({cores} cores, 2 threads)")]
+    assert "ended_at" in result.sessions[0] and result.sessions[1]["started_at"] >= result.sessions[0]["ended_at"]
