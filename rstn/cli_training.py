@@ -106,7 +106,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         history = queue.history_line(planned, args.results_dir)
         print(queue.describe_plan(planned, budget_s, deferred, args.lanes) + (f"\n{history}" if history else ""),
               flush=True)
-        configs = queue.to_train(planned)
+        common["start_needs_s"] = queue.StartRule.from_plan(planned, args.results_dir, args.checkpoint_dir)
         if args.lanes > 1:  # each lane prints its own summary
             return queue.run_lanes(configs, args.lanes, **common)
         outcomes = train_configs(configs, resume=True, **common)

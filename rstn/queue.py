@@ -235,7 +235,7 @@ def plan(configs: Sequence[RunConfig], budget_s: float | None, results_dir: str 
             left = max(0.0, budget - free_at[lane])
             affordable = end - done if epoch_s <= 0 or math.isinf(left) else int(left // epoch_s)
             reach = min(end, done + affordable)
-            left_out = done == 0 and reach < min(MIN_NEW_EPOCHS, end // 2)  # end // 2: short (test) runs
+            left_out = done == 0 and reach < min(min_new_epochs(config), end)
             if not left_out:  # a lane stops in the first run the budget does not see to its end
                 free_at[lane] = free_at[lane] + (reach - done) * epoch_s if reach >= end else None
         planned.append(PlannedRun(config, done, end - done, epoch_s, source, reach,
@@ -243,9 +243,33 @@ def plan(configs: Sequence[RunConfig], budget_s: float | None, results_dir: str 
     return planned
 
 
-def to_train(planned: Sequence[PlannedRun]) -> list[RunConfig]:
-    """The configs the queue trains, in order: the planned runs but those left out (`MIN_NEW_EPOCHS`)."""
-    return [p.config for p in planned if not p.left_out]
+def min_new_epochs(config: RunConfig) -> int:
+    """The epochs the budget must still hold for a run that starts from epoch 0 (`MIN_NEW_EPOCHS`; half the
+    run's epochs for a short one)."""
+    return min(MIN_NEW_EPOCHS, config.train.max_epochs // 2)
+
+
+@dataclass(frozen=True)
+class StartRule:
+    """The budget a run needs left to be started (`rstn.runlist.train_configs(start_needs_s=...)`): none for a
+    run that resumes, `min_new_epochs` of its planned epoch time for one that starts from epoch 0. Decided
+    when a lane reaches the run, as a run before it may have ended later than planned. Picklable: it goes to
+    the lanes' processes."""
+
+    epoch_s: dict[tuple[str, int], float]
+    results_dir: str
+    checkpoint_root: str | None
+
+    @classmethod
+    def from_plan(cls, planned: Sequence[PlannedRun], results_dir: str | Path,
+                  checkpoint_root: str | Path | None) -> StartRule:
+        return cls({(p.config.row, p.config.seed): p.epoch_s for p in planned}, str(results_dir),
+                   None if checkpoint_root is None else str(checkpoint_root))
+
+    def __call__(self, config: RunConfig) -> float:
+        if can_resume(config, self.results_dir, self.checkpoint_root):
+            return 0.0
+        return min_new_epochs(config) * self.epoch_s.get((config.row, config.seed), 0.0)
 
 
 def describe_plan(planned: Sequence[PlannedRun], budget_s: float | None, deferred: Sequence[RunConfig] = (),

@@ -3,13 +3,14 @@ of resolved configs (`train_configs`: the CPU queue and each of its lanes), and 
 
 A run that cannot go on (diverged, its record made with another config, or trained by another process)
 is reported and the rest go on; the run that the budget cuts stops at an epoch boundary, in progress, and
-the rest are not started. One run on disk is `rstn.runs.train_run`.
+the rest are not started (the CPU queue also passes over a new run that too little budget is left for). One run on disk is `rstn.runs.train_run`.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +56,15 @@ def train_all(rows: Iterable[str] | None = None, profile: str = "auto", seeds: I
 def train_configs(configs: Sequence[RunConfig], *, results_dir: str | Path = "results",
                   checkpoint_root: str | Path | None = None, device: str | None = None, resume: bool = False,
                   force: bool = False, budget_s: float | None = None, checkpoint_every: int = 1,
-                  progress: str | bool | None = "auto", lanes: int = 1) -> list[RunResult | Exception]:
+                  progress: str | bool | None = "auto", lanes: int = 1,
+                  start_needs_s: Callable[[RunConfig], float] | None = None) -> list[RunResult | Exception]:
     """Train `configs` in order under one time budget.
 
     A diverged run, one whose record was made with another config (kept), and one that another process
     is training (left to it) are reported and the others go on. With `budget_s`, the run that would overrun
-    it stops at an epoch boundary (status "running") and the rest are not started.
+    it stops at an epoch boundary (status "running") and the rest are not started; with `start_needs_s`
+    (config -> seconds, the CPU queue's `rstn.queue.StartRule`) a run is passed over, said so, when the
+    budget holds less than that, and the next one is tried.
 
     Returns:
         [RunResult | NonFiniteLossError | ConfigChangedError | RunBusyError] in the order run.
@@ -74,6 +78,12 @@ def train_configs(configs: Sequence[RunConfig], *, results_dir: str | Path = "re
             left = ", ".join(f"{c.row}/seed{c.seed}" for c in configs[i:])
             say(f"time budget spent: not started {left}")
             break
+        left_s = deadline - time.monotonic() if deadline is not None else math.inf
+        needed_s = start_needs_s(config) if start_needs_s is not None and deadline is not None else 0.0
+        if needed_s > left_s:
+            say(f"not started: {config.row}/seed{config.seed} would start from epoch 0, which needs "
+                f"{format_duration(needed_s)} of the budget; {format_duration(left_s)} is left")
+            continue
         try:
             result = train_run(config, results_dir=results_dir, checkpoint_root=checkpoint_root, device=device,
                                resume=resume, force=force, deadline=deadline, checkpoint_every=checkpoint_every,

@@ -8,7 +8,7 @@ from rstn.backends import has_native_bf16, processor_id
 from rstn.checkpoints import PACK_NAME
 from rstn.experiments import CPU_QUEUE, get_row, run_config
 from rstn.queue import (HISTORY_LIMIT_MIB, MIN_NEW_EPOCHS, bf16_deferred, describe_plan, epoch_time_here,
-                        history_line, lane_share, plan, queue_configs, resumable_first, to_train)
+                        StartRule, history_line, lane_share, plan, queue_configs, resumable_first)
 from rstn.runs import train_run
 from test_runs import TINY, synthetic_data
 
@@ -150,7 +150,8 @@ def test_a_run_the_budget_takes_only_a_few_epochs_from_scratch_is_not_started(tm
     assert [(p.reach, p.left_out) for p in planned] == [(7, True), (40, False)] and 7 < MIN_NEW_EPOCHS
     assert "ffn-spn-d2/seed0: from epoch 0; 500 s per epoch here (timed steps); not started: the budget would " \
            "take it only 7 epochs from scratch" in describe_plan(planned, 3600.0)
-    assert to_train(planned) == [configs[1]]
+    rule = StartRule.from_plan(planned, tmp_path, None)
+    assert rule(configs[0]) == MIN_NEW_EPOCHS * 500.0 and rule(configs[1]) == MIN_NEW_EPOCHS * 90.0
     assert [p.left_out for p in plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 500.0)] == \
         [False, False]  # without a budget every run is trained
 
@@ -176,3 +177,15 @@ def test_the_plan_ends_with_the_history_and_the_packs_it_leaves_to_commit(tmp_pa
     assert huge.endswith("(rnn-spn-d4/seed0 200 MB): more than the history has room for")
     ended = plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 60.0)
     assert history_line(ended, tmp_path, pack_size=lambda c: 1).endswith("the plan leaves no resume pack to commit")
+
+
+def test_a_lane_passes_over_a_new_run_the_budget_left_is_too_short_for(tmp_path, capsys):
+    from rstn.runlist import train_configs
+
+    configs = [run_config(r, "smoke", 0, **TINY) for r in ("ffn-spn-d4", "rnn-spn-d4")]
+    needs = {"ffn-spn-d4": 1e9, "rnn-spn-d4": 0.0}  # as StartRule gives them: too long, and a run that resumes
+    outcomes = train_configs(configs, results_dir=tmp_path, progress="text", budget_s=3600.0,
+                             start_needs_s=lambda c: needs[c.row])
+    assert [o.run_dir.parent.name for o in outcomes] == ["rnn-spn-d4"]  # the next run is tried
+    assert "not started: ffn-spn-d4/seed0 would start from epoch 0, which needs" in capsys.readouterr().out
+    assert not (tmp_path / "smoke" / "ffn-spn-d4").exists()
