@@ -3,7 +3,8 @@ of resolved configs (`train_configs`: the CPU queue and each of its lanes), and 
 
 A run that cannot go on (diverged, its record made with another config, or trained by another process)
 is reported and the rest go on; the run that the budget cuts stops at an epoch boundary, in progress, and
-the rest are not started (the CPU queue also passes over a new run that too little budget is left for). One run on disk is `rstn.runs.train_run`.
+the rest are not started (the CPU queue also passes over a new run that too little budget is left for).
+One run on disk is `rstn.runs.train_run`.
 """
 
 from __future__ import annotations
