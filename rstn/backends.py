@@ -107,13 +107,12 @@ def share_threads(threads: Callable[[], int] | None) -> None:
     _THREAD_SHARE = threads
 
 
-def follow_thread_share() -> int:
-    """Set torch's thread count to the `share_threads` policy's, if there is one; the count now in use."""
+def follow_thread_share() -> None:
+    """Set torch's thread count to the `share_threads` policy's, if there is one."""
     if _THREAD_SHARE is not None:
         wanted = max(1, int(_THREAD_SHARE()))
         if wanted != torch.get_num_threads():
             torch.set_num_threads(wanted)  # between epochs, from the training thread: OpenMP's count is per thread
-    return torch.get_num_threads()
 
 
 def device_name(device: torch.device) -> str:
