@@ -98,21 +98,27 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def share_threads(threads: Callable[[], int] | None) -> None:
-    """Have `fit` take its CPU thread count from `threads()` before every epoch (None: keep the count).
+def share_threads(share: Callable[[], tuple[int, int]] | None) -> None:
+    """Have `fit` take its CPU thread count before every epoch from `share()`, which gives (threads for this
+    process, runs training side by side now); None: keep the count.
 
     The CPU queue's lanes use it: a lane that has no more work hands its threads to the lanes still
     training. Like torch's thread count itself, the policy is the whole process's."""
     global _THREAD_SHARE
-    _THREAD_SHARE = threads
+    _THREAD_SHARE = share
 
 
-def follow_thread_share() -> None:
-    """Set torch's thread count to the `share_threads` policy's, if there is one."""
-    if _THREAD_SHARE is not None:
-        wanted = max(1, int(_THREAD_SHARE()))
-        if wanted != torch.get_num_threads():
-            torch.set_num_threads(wanted)  # between epochs, from the training thread: OpenMP's count is per thread
+def follow_thread_share() -> int | None:
+    """Set torch's thread count to the `share_threads` policy's: the runs side by side now where the count
+    changed; None where it did not, or there is no policy."""
+    if _THREAD_SHARE is None:
+        return None
+    threads, side_by_side = _THREAD_SHARE()
+    threads = max(1, int(threads))
+    if threads == torch.get_num_threads():
+        return None
+    torch.set_num_threads(threads)  # between epochs, from the training thread: OpenMP's count is per thread
+    return side_by_side
 
 
 def device_name(device: torch.device) -> str:

@@ -87,7 +87,7 @@ def resumable_first(configs: Sequence[RunConfig], results_dir: str | Path,
 
 def lane_threads(lanes: int) -> int:
     """Threads per lane: this process's torch threads shared out, at least one."""
-    return max(1, torch.get_num_threads() // lanes)
+    return lane_share(torch.get_num_threads(), lanes)
 
 
 def session_threads(session: dict) -> int | None:
@@ -311,7 +311,7 @@ def history_line(planned: Sequence[PlannedRun], results_dir: str | Path,
         from rstn.models import build_model
 
         pack_size = lambda config: pack_bytes(build_model(config.model))  # noqa: E731
-    cut = [p for p in planned if p.epochs_done < p.reach < p.epochs_done + p.epochs_left]
+    cut = [p for p in planned if not p.left_out and p.epochs_done < p.reach < p.epochs_done + p.epochs_left]
     sizes = [(f"{p.config.row}/seed{p.config.seed}", pack_size(p.config) / 1e6) for p in cut]
     text = f"  history: {used:.0f} MiB of the repository's {HISTORY_LIMIT_MIB}"
     if not sizes:
@@ -325,7 +325,8 @@ def history_line(planned: Sequence[PlannedRun], results_dir: str | Path,
 
 
 def run_lanes(configs: Sequence[RunConfig], lanes: int, **train_kwargs) -> int:
-    """Train `configs` in `lanes` processes side by side, each with `lane_threads(lanes)` torch threads.
+    """Train `configs` in `lanes` processes side by side, each with `lane_threads(lanes)` torch threads; a
+    lane with no more work hands its threads to the others (`lane_share`).
 
     Each lane walks `configs` in order through `rstn.runlist.train_configs` and takes the next run that the
     others are not training (a busy run is left to its lane, `rstn.runlock`); each stops, as the queue does,
@@ -337,8 +338,8 @@ def run_lanes(configs: Sequence[RunConfig], lanes: int, **train_kwargs) -> int:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: its own torch thread pool
-    threads, training = lane_threads(lanes), context.Value("i", lanes)
-    workers = [context.Process(target=_lane, args=(k, list(configs), threads, lanes, training, train_kwargs),
+    total, training = torch.get_num_threads(), context.Value("i", lanes)
+    workers = [context.Process(target=_lane, args=(k, list(configs), total, lanes, training, train_kwargs),
                                name=f"lane {k}") for k in range(1, lanes + 1)]
 
     def end_lanes(signum, frame):
@@ -378,24 +379,25 @@ def _end_with_parent() -> None:
         pass
 
 
-def lane_share(threads: int, lanes: int, training: int) -> int:
-    """A lane's threads while `training` of the queue's `lanes` lanes of `threads` each still train: the
-    threads of the lanes that have ended go to the others."""
-    return max(1, threads * lanes // max(1, training))
+def lane_share(total: int, training: int) -> int:
+    """A lane's threads while `training` lanes still train on `total` threads: the threads of the lanes that
+    have ended go to the others."""
+    return max(1, total // max(1, training))
 
 
-def _lane(number: int, configs: list[RunConfig], threads: int, lanes: int, training, train_kwargs: dict) -> None:
+def _lane(number: int, configs: list[RunConfig], total: int, lanes: int, training, train_kwargs: dict) -> None:
     """One lane of `run_lanes` (a process of its own); exits with 1 if a run failed (diverged or kept).
-    training: the shared count of lanes still training; a lane takes its share of the threads before every
-    epoch (`rstn.backends.share_threads`) and gives its own back when it ends."""
+    training: the shared count of lanes still training; a lane takes its share of the `total` threads before
+    every epoch (`rstn.backends.share_threads`) and gives its own back when it ends."""
     import sys
 
     from rstn.backends import share_threads
     from rstn.runlist import describe_outcomes, train_configs
 
     _end_with_parent()
+    threads = lane_share(total, lanes)
     torch.set_num_threads(threads)
-    share_threads(lambda: lane_share(threads, lanes, training.value))
+    share_threads(lambda: (lane_share(total, training.value), max(1, training.value)))
     start = time.monotonic()
     try:
         outcomes = train_configs(configs, resume=True, lanes=lanes, **train_kwargs)

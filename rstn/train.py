@@ -245,6 +245,7 @@ class _Fit:
         if point is not None:
             self.log(f"{self.prefix}resumed from {point.describe()}")
         self.session = dict(session or {}) | {"started_at": utc_now(), "first_epoch": self.start_epoch, "epochs": 0}
+        self.own_sessions = len(self.state.sessions)  # where this fit's sessions begin in state.sessions
         self.state.sessions.append(self.session)
 
     def run(self) -> FitResult:
@@ -274,17 +275,17 @@ class _Fit:
         """Take the CPU thread count `rstn.backends.share_threads` hands out (a queue lane whose neighbour has
         ended). A new count starts a new session: each session holds epochs of one device and thread count,
         which is what the queue's epoch times are read by."""
-        before = self.session.get("device")
-        follow_thread_share()
-        now = device_name(self.loop.device)
-        if before is None or now == before:
+        side_by_side = follow_thread_share()
+        if side_by_side is None:  # no policy, or the same count
             return
         if self.session["epochs"]:
             self.session = {k: v for k, v in self.session.items() if k != "ended_at"} | {
                 "started_at": utc_now(), "first_epoch": epoch, "epochs": 0}
             self.state.sessions.append(self.session)
-        self.session["device"] = now
-        self.log(f"{self.prefix}from epoch {epoch} on {now}: another queue lane has ended")
+        self.session["device"] = device_name(self.loop.device)
+        if "lanes" in self.session:
+            self.session["lanes"] = side_by_side
+        self.log(f"{self.prefix}from epoch {epoch} on {self.session['device']}, {side_by_side} run(s) side by side")
 
     def _check_finite(self, record: dict, epoch: int) -> None:
         # A non-finite gradient norm corrupts the weights even when every loss of the epoch was finite.
@@ -328,7 +329,7 @@ class _Fit:
         self.state.stop_reason = "time_budget"
         if saved < len(self.state.history) - 1:
             self.keeper.rewind(self.state)
-        return _stopped(self.state, self.session)
+        return _stopped(self.state, self.session, self.own_sessions)
 
     def _end(self) -> FitResult:
         state, last = self.state, len(self.state.history) - 1
@@ -337,7 +338,7 @@ class _Fit:
             state.best_epoch, state.best_state = last, _cpu_copy(self.loop.model)
         if state.stop_reason == "time_budget" and state.history and self.keeper.saved.epoch < last:
             self.keeper.save(last, self.loop, self.stopper, state)
-        return _stopped(state, self.session)
+        return _stopped(state, self.session, self.own_sessions)
 
 
 def fit(
@@ -432,13 +433,14 @@ def _checkpoint_to_resume(path: Path, extra: dict, say: Callable[[str], None]) -
     return ckpt
 
 
-def _stopped(state: FitResult, session: dict) -> FitResult:
-    """The final FitResult: finished unless the deadline stopped it. A resumed session that trained no epoch
-    (its deadline came first, e.g. a CPU queue lane reaching a run another lane has just paused) is left out
-    of `sessions`: it changed nothing."""
+def _stopped(state: FitResult, session: dict, own_from: int) -> FitResult:
+    """The final FitResult: finished unless the deadline stopped it. A session of this fit (those from index
+    `own_from` on) that trained no epoch is left out of `sessions`: it changed nothing (e.g. a CPU queue lane
+    reaching a run another lane has just paused, or a thread change whose epochs a rewind took back). A run
+    that has trained nothing at all keeps its one session."""
     session["ended_at"] = utc_now()
-    if session["epochs"] == 0 and len(state.sessions) > 1 and state.sessions[-1] is session:
-        state.sessions.pop()
+    own = state.sessions[own_from:]
+    state.sessions[own_from:] = [s for s in own if s["epochs"]] or ([] if own_from else own[:1])
     if state.stop_reason != "time_budget":
         state.status = "finished"
     return state

@@ -157,8 +157,8 @@ def test_a_run_the_budget_takes_only_a_few_epochs_from_scratch_is_not_started(tm
 
 
 def test_the_threads_of_lanes_that_have_ended_go_to_the_lanes_still_training():
-    assert [lane_share(1, 2, training) for training in (2, 1, 0)] == [1, 2, 2]
-    assert lane_share(2, 3, 2) == 3 and lane_share(1, 3, 2) == 1  # a thread that does not divide stays idle
+    assert [lane_share(2, training) for training in (2, 1, 0)] == [1, 2, 2]
+    assert lane_share(3, 2) == 1 and lane_share(3, 1) == 3  # a thread that does not divide waits for a handover
 
 
 def test_the_plan_ends_with_the_history_and_the_packs_it_leaves_to_commit(tmp_path, monkeypatch):
@@ -175,6 +175,10 @@ def test_the_plan_ends_with_the_history_and_the_packs_it_leaves_to_commit(tmp_pa
                     "packs of about 12 MB to commit (rnn-spn-d4/seed0 12 MB)")
     huge = history_line(planned, tmp_path, pack_size=lambda c: 200_000_000)
     assert huge.endswith("(rnn-spn-d4/seed0 200 MB): more than the history has room for")
+    left_out = plan([run_config("ffn-spn-d2", "paper", 0), *configs], budget_s=3600.0, results_dir=tmp_path,
+                    probe=lambda c: 500.0 if c.row == "ffn-spn-d2" else 60.0)
+    assert left_out[0].left_out and history_line(left_out, tmp_path, pack_size=lambda c: sizes.get(c.row, 1)) == \
+        line  # a run the queue does not start leaves no pack
     ended = plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 60.0)
     assert history_line(ended, tmp_path, pack_size=lambda c: 1).endswith("the plan leaves no resume pack to commit")
 

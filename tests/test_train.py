@@ -484,7 +484,7 @@ def test_a_new_thread_count_handed_out_between_epochs_starts_a_new_session():
     from rstn.backends import device_name, share_threads
 
     before, asked = torch.get_num_threads(), iter([1, 2, 2])  # the count handed out before each epoch
-    share_threads(lambda: next(asked))
+    share_threads(lambda: (next(asked), 1))
     try:
         result = fit(tiny_model(), tiny_data(), CONFIG, seed=0, progress="none",  # 3 epochs
                      session={"device": device_name(torch.device("cpu"))})
@@ -496,3 +496,33 @@ def test_a_new_thread_count_handed_out_between_epochs_starts_a_new_session():
     assert [(s["first_epoch"], s["epochs"], s["device"]) for s in result.sessions] == [
         (0, 1, f"cpu ({cores} cores, 1 threads)"), (1, 2, f"cpu ({cores} cores, 2 threads)")]
     assert "ended_at" in result.sessions[0] and result.sessions[1]["started_at"] >= result.sessions[0]["ended_at"]
+
+
+def test_a_thread_change_whose_epochs_a_rewind_takes_back_leaves_no_empty_session(tmp_path, monkeypatch):
+    """checkpoint_every=3; epoch 0 at one thread, epoch 1 at two (a second session), and the deadline passes
+    inside epoch 2: no epoch was saved, so neither session trained anything that counts."""
+    import types
+
+    import rstn.epoch as deadline_module
+    from rstn.backends import device_name, share_threads
+
+    clock, before, asked = {"epochs": 0, "calls_after": 0}, torch.get_num_threads(), iter([1, 2, 2])
+
+    def monotonic() -> float:  # as in test_out_of_time_between_checkpoints_goes_back_to_the_last_one
+        if clock["epochs"] < 2:
+            return 0.0
+        clock["calls_after"] += 1
+        return 0.0 if clock["calls_after"] == 1 else 1e9
+
+    monkeypatch.setattr(deadline_module, "time", types.SimpleNamespace(monotonic=monotonic))
+    share_threads(lambda: (next(asked), 1))
+    try:
+        paused = fit(tiny_model(), tiny_data(), TrainConfig(**{**CONFIG.__dict__, "max_epochs": 4}), seed=0,
+                     run_dir=tmp_path, progress="none", checkpoint_every=3, deadline=1e6,
+                     session={"device": device_name(torch.device("cpu"))},
+                     on_epoch_end=lambda state: clock.update(epochs=clock["epochs"] + 1))
+    finally:
+        share_threads(None)
+        torch.set_num_threads(before)
+    assert clock["epochs"] == 2 and paused.stop_reason == "time_budget" and paused.history == []
+    assert len(paused.sessions) == 1 and paused.sessions[0]["epochs"] == 0
