@@ -27,6 +27,9 @@ def _add_train(subparsers) -> None:
                    help="with --cpu-queue: train N runs side by side, each in a process of its own with 1/N of "
                         "the threads; a lane with no more work hands its threads to the others (on a 2-core Zen 5, "
                         "2 lanes trained 1.14x as much per hour; default: %(default)s)")
+    p.add_argument("--no-new-runs", action="store_true",
+                   help="with --cpu-queue: train only the runs in progress (a checkpoint here or a resume pack) and "
+                        "start none: every resume pack committed stays in the repository's history")
     p.add_argument("--profile", default="auto",
                    help="smoke | quick | paper | auto (paper with CUDA, else quick; default: %(default)s)")
     p.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], metavar="K",
@@ -89,6 +92,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.lanes < 1 or (args.lanes > 1 and not args.cpu_queue):
         raise ValueError(f"--lanes takes a count >= 1 and goes with --cpu-queue, got --lanes {args.lanes}")
+    if args.no_new_runs and not args.cpu_queue:
+        raise ValueError("--no-new-runs goes with --cpu-queue (a run named with --row starts when asked)")
     common = dict(results_dir=args.results_dir, checkpoint_root=args.checkpoint_dir, device=args.device,
                   force=args.force, budget_s=budget_s, checkpoint_every=args.checkpoint_every, progress=args.progress)
     start = time.monotonic()
@@ -100,12 +105,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from rstn.backends import has_native_bf16
 
         ordered, deferred = queue.bf16_deferred(queue.queue_configs("paper"), has_native_bf16())
-        configs = queue.resumable_first(ordered, args.results_dir, args.checkpoint_dir)
+        configs, not_started = queue.resumable_first(ordered, args.results_dir, args.checkpoint_dir), []
+        if args.no_new_runs:
+            configs, not_started = queue.held_back(configs, args.results_dir, args.checkpoint_dir)
         planned = queue.plan(configs, budget_s, args.results_dir, args.checkpoint_dir, device=args.device or "cpu",
                              lanes=args.lanes)
         history = queue.history_line(planned, args.results_dir)
-        print(queue.describe_plan(planned, budget_s, deferred, args.lanes) + (f"\n{history}" if history else ""),
-              flush=True)
+        print(queue.describe_plan(planned, budget_s, deferred, args.lanes, not_started)
+              + (f"\n{history}" if history else ""), flush=True)
         common["start_needs_s"] = queue.StartRule.from_plan(planned, args.results_dir, args.checkpoint_dir)
         if args.lanes > 1:  # each lane prints its own summary
             return queue.run_lanes(configs, args.lanes, **common)

@@ -272,13 +272,31 @@ class StartRule:
         return min_new_epochs(config) * self.epoch_s.get((config.row, config.seed), 0.0)
 
 
+def held_back(configs: Sequence[RunConfig], results_dir: str | Path, checkpoint_root: str | Path | None
+              ) -> tuple[list[RunConfig], list[RunConfig]]:
+    """(the runs that can resume, the others not finished yet), each in order: `--no-new-runs` trains the
+    first and starts none of the second, so that the runs in progress finish before any new pack is made."""
+    resumable, others = [], []
+    for config in configs:
+        if can_resume(config, results_dir, checkpoint_root):
+            resumable.append(config)
+        elif (record := _record(config, results_dir)) is None or not record.finished:
+            others.append(config)
+    return resumable, others
+
+
 def describe_plan(planned: Sequence[PlannedRun], budget_s: float | None, deferred: Sequence[RunConfig] = (),
-                  lanes: int = 1) -> str:
-    """The lines the queue prints at its start (`deferred`: the runs `bf16_deferred` moved to the end)."""
+                  lanes: int = 1, not_started: Sequence[RunConfig] = ()) -> str:
+    """The lines the queue prints at its start (`deferred`: the runs `bf16_deferred` moved to the end;
+    `not_started`: the runs `--no-new-runs` holds back, `held_back`)."""
     budget = format_duration(budget_s) if budget_s is not None else "no budget"
     side = f", {lanes} lanes of {lane_threads(lanes)} thread(s) side by side" if lanes > 1 else ""
     head = f"CPU queue on {processor_id()}, {budget}{side}:"
-    lines = [head, *(p.line() for p in planned)] if planned else [head, "  every run is finished"]
+    empty = "  no run in progress" if not_started else "  every run is finished"
+    lines = [head, *(p.line() for p in planned)] if planned else [head, empty]
+    if not_started:
+        lines.append(f"  not started (--no-new-runs): {len(not_started)} run(s) not in progress, from "
+                     f"{not_started[0].row}/seed{not_started[0].seed} on")
     if deferred:
         names = ", ".join(f"{c.row}/seed{c.seed}" for c in deferred)
         lines.append(f"  deferred to the end: {names} (bf16 autocast, which this processor has no native bf16 "

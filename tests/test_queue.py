@@ -193,3 +193,19 @@ def test_a_lane_passes_over_a_new_run_the_budget_left_is_too_short_for(tmp_path,
     assert [o.run_dir.parent.name for o in outcomes] == ["rnn-spn-d4"]  # the next run is tried
     assert "not started: ffn-spn-d4/seed0 would start from epoch 0, which needs" in capsys.readouterr().out
     assert not (tmp_path / "smoke" / "ffn-spn-d4").exists()
+
+
+def test_no_new_runs_trains_only_the_runs_in_progress(tmp_path, capsys):
+    from rstn.cli import main
+    from rstn.queue import held_back
+
+    configs = [run_config(r, "smoke", 0, **(TINY | {"max_epochs": 10})) for r in ("ffn-spn-d4", "rnn-spn-d4")]
+    train_run(configs[1], results_dir=tmp_path, progress="none", data=synthetic_data(n=40), deadline=1e-9)
+    assert held_back(configs, tmp_path, None) == ([], configs)  # in progress, but nothing to resume from
+    (tmp_path / "smoke" / "rnn-spn-d4" / "seed0" / PACK_NAME).write_bytes(b"a pack")
+    assert held_back(configs, tmp_path, None) == ([configs[1]], [configs[0]])
+    text = describe_plan([], 60.0, not_started=configs)
+    assert "  no run in progress" in text and \
+        "not started (--no-new-runs): 2 run(s) not in progress, from ffn-spn-d4/seed0 on" in text
+    assert main(["train", "--row", "rnn-spn-d4", "--no-new-runs"]) == 2
+    assert "--no-new-runs goes with --cpu-queue" in capsys.readouterr().err
