@@ -305,15 +305,18 @@ def describe_plan(planned: Sequence[PlannedRun], budget_s: float | None, deferre
 
 
 def history_mib(folder: str | Path) -> float | None:
-    """The size of the git history holding `folder` (packed and loose objects, `git count-objects -v`), in
-    MiB; None outside a git work tree or without git."""
+    """The size on disk of every object the refs of the git repository holding `folder` reach (what a clone
+    carries: `git rev-list --objects --all`), in MiB; None outside a git work tree or without git."""
+    def git(*args: str, stdin: str | None = None) -> str:
+        return subprocess.run(["git", "-C", str(folder), *args], input=stdin, capture_output=True, text=True,
+                              timeout=120, check=True).stdout
+
     try:
-        out = subprocess.run(["git", "-C", str(folder), "count-objects", "-v"], capture_output=True, text=True,
-                             timeout=60, check=True).stdout
+        names = "".join(line.split(" ", 1)[0] + "\n" for line in git("rev-list", "--objects", "--all").splitlines())
+        sizes = git("cat-file", "--batch-check=%(objectsize:disk)", stdin=names) if names else ""
     except (OSError, subprocess.SubprocessError):
         return None
-    sizes = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
-    return (int(sizes.get("size-pack", 0)) + int(sizes.get("size", 0))) / 1024
+    return sum(int(size) for size in sizes.split() if size.isdigit()) / 2**20
 
 
 def history_line(planned: Sequence[PlannedRun], results_dir: str | Path,

@@ -8,7 +8,7 @@ from rstn.backends import has_native_bf16, processor_id
 from rstn.checkpoints import PACK_NAME
 from rstn.experiments import CPU_QUEUE, get_row, run_config
 from rstn.queue import (HISTORY_LIMIT_MIB, MIN_NEW_EPOCHS, bf16_deferred, describe_plan, epoch_time_here,
-                        StartRule, history_line, lane_share, plan, queue_configs, resumable_first)
+                        StartRule, history_line, history_mib, lane_share, plan, queue_configs, resumable_first)
 from rstn.runs import train_run
 from test_runs import TINY, synthetic_data
 
@@ -162,6 +162,7 @@ def test_the_threads_of_lanes_that_have_ended_go_to_the_lanes_still_training():
 
 
 def test_the_plan_ends_with_the_history_and_the_packs_it_leaves_to_commit(tmp_path, monkeypatch):
+    import os
     import subprocess
 
     monkeypatch.setattr("rstn.queue.processor_id", lambda: "this cpu")
@@ -179,6 +180,11 @@ def test_the_plan_ends_with_the_history_and_the_packs_it_leaves_to_commit(tmp_pa
                     probe=lambda c: 500.0 if c.row == "ffn-spn-d2" else 60.0)
     assert left_out[0].left_out and history_line(left_out, tmp_path, pack_size=lambda c: sizes.get(c.row, 1)) == \
         line  # a run the queue does not start leaves no pack
+    (tmp_path / "pack.bin").write_bytes(os.urandom(2 * 2**20))  # does not compress
+    subprocess.run(["git", "-C", str(tmp_path), "add", "pack.bin"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a"],
+                   check=True)
+    assert 2.0 <= history_mib(tmp_path) < 2.01  # what the refs reach, as a clone carries it
     ended = plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 60.0)
     assert history_line(ended, tmp_path, pack_size=lambda c: 1).endswith("the plan leaves no resume pack to commit")
 
