@@ -235,7 +235,7 @@ def variant_rows(profile: str = "paper", results_dir: str | Path = "results", se
                 cells.append(f"{100 * run.test_error:.2f} ± {se:.2f}" + ("" if run.finished else " so far"))
         both = mine is not None and base is not None and mine.finished and base.finished
         diff = Difference.between(run_estimate(mine), run_estimate(base)) if both else None
-        versus = f"{diff.value:+.2f} ({abs(diff.z):.1f} SE)" if diff is not None else "—"
+        versus = diff.versus() if diff is not None else "—"
         status = "not run yet" if mine is None else \
             mine.status + ("" if mine.finished else f", {counted(mine.epochs_run, 'epoch')}")
         rows.append([name, row.note, row.compare_with, *cells, versus, status])

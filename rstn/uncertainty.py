@@ -71,6 +71,12 @@ class Difference:
         """-1: a is clearly lower, +1: clearly higher, 0: within CLEAR standard errors (chance)."""
         return 0 if abs(self.z) <= CLEAR else (1 if self.z > 0 else -1)
 
+    def versus(self) -> str:
+        """For a - b between two of our runs: the difference, its size and what it says, e.g.
+        "+0.08 (0.7 SE: no clear change)"."""
+        word = {0: "no clear change", -1: "clearly lower", 1: "clearly higher"}[self.sign]
+        return f"{self.value:+.2f} ({abs(self.z):.1f} SE: {word})"
+
     def against_paper(self) -> str:
         """For ours - paper (lower error is better): "matches", "better" or "worse", with |z|."""
         word = {0: "matches", -1: "better", 1: "worse"}[self.sign]

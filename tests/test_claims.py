@@ -21,6 +21,11 @@ def test_the_standard_error_of_a_per_digit_error_on_30000_digits():
     assert diff.se == pytest.approx(math.hypot(digit_error_se(2.01), digit_error_se(2.3)))
     assert diff.z == pytest.approx(-2.44, abs=0.01) and diff.sign == -1 and diff.against_paper() == "better (2.4 SE)"
     assert Difference.between(Estimate.of_runs([1.75]), Estimate.published(1.8)).against_paper() == "matches (0.5 SE)"
+    # a variant against its row: rnn-spn-d4 in bf16 (2.09) against float32 (2.01)
+    assert Difference.between(Estimate.of_runs([2.09]), Estimate.of_runs([2.01])).versus() == \
+        "+0.08 (0.7 SE: no clear change)"
+    assert Difference(-0.5, 0.1).versus() == "-0.50 (5.0 SE: clearly lower)"
+    assert Difference(0.3, 0.1).versus() == "+0.30 (3.0 SE: clearly higher)"
 
 
 def test_seeds_that_spread_more_than_the_test_set_widen_the_standard_error():
