@@ -252,9 +252,9 @@ def min_new_epochs(config: RunConfig) -> int:
 @dataclass(frozen=True)
 class StartRule:
     """The budget a run needs left to be started (`rstn.runlist.train_configs(start_needs_s=...)`): none for a
-    run that resumes, `min_new_epochs` of its planned epoch time for one that starts from epoch 0. Decided
-    when a lane reaches the run, as a run before it may have ended later than planned. Picklable: it goes to
-    the lanes' processes."""
+    run that resumes or has finished, `min_new_epochs` of its planned epoch time for one that starts from
+    epoch 0. Decided when a lane reaches the run, as a run before it may have ended later than planned.
+    Picklable: it goes to the lanes' processes."""
 
     epoch_s: dict[tuple[str, int], float]
     results_dir: str
@@ -267,8 +267,9 @@ class StartRule:
                    None if checkpoint_root is None else str(checkpoint_root))
 
     def __call__(self, config: RunConfig) -> float:
-        if can_resume(config, self.results_dir, self.checkpoint_root):
-            return 0.0
+        record = _record(config, self.results_dir)
+        if (record is not None and record.finished) or can_resume(config, self.results_dir, self.checkpoint_root):
+            return 0.0  # a finished run is skipped, one in progress resumes: `train_run` says which
         return min_new_epochs(config) * self.epoch_s.get((config.row, config.seed), 0.0)
 
 

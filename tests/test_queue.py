@@ -152,6 +152,9 @@ def test_a_run_the_budget_takes_only_a_few_epochs_from_scratch_is_not_started(tm
            "take it only 7 epochs from scratch" in describe_plan(planned, 3600.0)
     rule = StartRule.from_plan(planned, tmp_path, None)
     assert rule(configs[0]) == MIN_NEW_EPOCHS * 500.0 and rule(configs[1]) == MIN_NEW_EPOCHS * 90.0
+    done = run_config("rnn-spn-d4", "smoke", 0, **TINY)
+    train_run(done, results_dir=tmp_path, progress="none", data=synthetic_data())
+    assert StartRule({("rnn-spn-d4", 0): 1e9}, str(tmp_path), None)(done) == 0.0  # finished: skipped, not "new"
     assert [p.left_out for p in plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 500.0)] == \
         [False, False]  # without a budget every run is trained
 
