@@ -13,7 +13,8 @@ speed, 1.14x the queue's throughput (benchmarks/README.md, "CPU queue lanes"). A
 work hands its threads to the lanes still training: they take them at their next epoch (`lane_share`).
 
 A run that would start from epoch 0 and that the budget takes only a few epochs (`MIN_NEW_EPOCHS`) is not
-started: a lane that reaches it ends instead, and its threads speed up the runs in progress.
+started: a lane that reaches it passes over it to the next run, and ends where none fits, so that its
+threads speed up the runs in progress. `--no-new-runs` starts no new run at all.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from rstn.runs import checkpoint_path
 
 # A run the budget would take fewer epochs than this from epoch 0 (or half its epochs) is not started: its
 # resume pack, committed when the queue stops, would cost the repository's history 10-30 MB (every
-# committed pack stays in it) for a few epochs' progress; its lane ends and hands its threads to the others.
+# committed pack stays in it) for a few epochs' progress; its lane tries the next run, or ends and hands
+# its threads to the others.
 MIN_NEW_EPOCHS = 20
 
 
