@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 _GLIBC_MALLOC_TUNED = False
-_THREAD_SHARE: Callable[[], int] | None = None
+_THREAD_SHARE: Callable[[], tuple[int, int]] | None = None  # see share_threads
 
 
 def _new_precision_api() -> bool:

@@ -220,7 +220,7 @@ class _Checkpoints:
         are gone, so the result must say what a resume starts from, and the resume trains them again."""
         saved = self.saved
         del state.history[saved.epoch + 1:]
-        for session in state.sessions:  # this fit's sessions: more than one where the thread count changed
+        for session in state.sessions:  # earlier fits' sessions end before `saved` and stay as they are
             session["epochs"] = min(session["epochs"], max(0, saved.epoch + 1 - session["first_epoch"]))
         state.best_epoch, state.best_state, state.elapsed_s = saved.best_epoch, saved.best_state, saved.elapsed_s
 
