@@ -34,7 +34,7 @@ from torch import nn
 
 from rstn.attention_export import attention_arrays
 from rstn.backends import backend_settings, device_name, processor_id, processor_name, resolve_device
-from rstn.checkpoints import PACK_NAME, ResumePoint, latest_state, resume_point, write_pack
+from rstn.checkpoints import PACK_NAME, ResumePoint, describe_pack_size, latest_state, resume_point, write_pack
 from rstn.experiments import (
     RunConfig,
     config_differences,
@@ -366,7 +366,7 @@ def _finish(config: RunConfig, state: FitResult, model: nn.Module, test: SplitLi
         say(f"done {name}: {error} ({record.epochs_run} epochs, {record.stop_reason}, "
             f"{format_duration(record.wall_time_s)}) -> {files.folder}")
     else:
-        size = f"{files.pack.stat().st_size / 1e6:.1f} MB" if files.pack.exists() else "none written"
+        size = describe_pack_size(files.pack) if files.pack.exists() else "none written"
         say(f"paused {name} (time budget): {error}, {counted(record.epochs_run, 'epoch')} so far, "
             f"{format_duration(record.wall_time_s)}; --resume continues it from {files.checkpoint} or its resume "
             f"pack {files.pack} ({size})")
@@ -399,9 +399,9 @@ def carry_run(config: RunConfig, results_dir: str | Path = "results", checkpoint
         return f"{name}: finished: wrote {folder / WEIGHTS_NAME} ({size / 1e6:.1f} MB)"
     if record.status != "running":
         return f"{name}: {record.status}: nothing to carry"
-    write_pack(folder / PACK_NAME, state)
-    size = (folder / PACK_NAME).stat().st_size
+    pack = folder / PACK_NAME
+    write_pack(pack, state)
     note = "" if state["epoch"] + 1 == record.epochs_run else \
         f" (its record has {record.epochs_run}: a resume from it retrains the rest)"
-    return (f"{name}: in progress: wrote {folder / PACK_NAME} ({size / 1e6:.1f} MB) from the checkpoint after "
+    return (f"{name}: in progress: wrote {pack} ({describe_pack_size(pack)}) from the checkpoint after "
             f"epoch {state['epoch']}{note}")

@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from rstn.checkpoints import (
+    BEST_IS_MODEL,
     PACK_NAME,
     CheckpointError,
+    from_pack,
+    history_bytes,
     load_checkpoint,
     read_pack,
     resume_point,
@@ -41,16 +44,74 @@ def fake_state(epoch: int) -> dict:
 def test_a_pack_keeps_the_weights_exact_and_the_rest_in_reduced_precision(tmp_path):
     state = fake_state(3)
     packed = to_pack(state)
-    assert packed["model"]["w"].dtype == torch.float32 and torch.equal(packed["model"]["w"], state["model"]["w"])
-    assert packed["optimizer"]["state"][0]["acc"].dtype == torch.bfloat16  # 1e-9 is inside bf16's range
-    assert packed["best_state"]["w"].dtype == torch.float16
+    assert packed["model"]["w"]["dtype"] == "float32"
+    assert packed["optimizer"]["state"][0]["acc"]["dtype"] == "bfloat16"  # 1e-9 is inside bf16's range
+    assert packed["best_state"]["w"]["dtype"] == "float16"
     assert packed["rng"]["torch"].dtype == torch.uint8  # not a float: untouched
+    assert torch.equal(from_pack(packed)["model"]["w"], state["model"]["w"])
     write_pack(tmp_path / PACK_NAME, state)
     back = read_pack(tmp_path / PACK_NAME)
     acc, acc_back = state["optimizer"]["state"][0]["acc"], back["optimizer"]["state"][0]["acc"]
     assert acc_back.dtype == torch.float32 and torch.allclose(acc_back, acc, rtol=1e-2, atol=0)
     assert torch.allclose(back["best_state"]["w"], state["best_state"]["w"], rtol=1e-3, atol=1e-3)
     assert "pack_format" not in back and back["epoch"] == 3
+
+
+def test_byte_planes_give_back_every_tensor_bit_for_bit(tmp_path):
+    """Float tensors of each dtype and shape, a 0-d and an empty one included, through a pack file."""
+    model = {"w": torch.randn(5, 7) * 0.02, "scalar": torch.tensor(-3.25), "empty": torch.zeros(0, 4),
+             "steps": torch.arange(6)}  # an integer tensor: stored as it is
+    state = fake_state(2) | {"model": model, "best_state": None}
+    state["optimizer"]["state"][0]["acc"] = torch.rand(3, 1, 2) * 1e-30  # far below float16's range
+    write_pack(tmp_path / PACK_NAME, state)
+    stored = load_checkpoint(tmp_path / PACK_NAME)
+    assert stored["model"]["w"]["byte_planes"].shape == (4, 35) and stored["model"]["steps"].dtype == torch.int64
+    back = read_pack(tmp_path / PACK_NAME)
+    for key, tensor in model.items():
+        assert back["model"][key].dtype == tensor.dtype and torch.equal(back["model"][key], tensor), key
+    acc = state["optimizer"]["state"][0]["acc"]
+    assert torch.equal(back["optimizer"]["state"][0]["acc"], acc.to(torch.bfloat16).float())
+    assert back["best_state"] is None and back["optimizer"]["param_groups"] == [{"lr": 5e-4}]
+
+
+def test_best_weights_equal_to_the_weights_are_stored_once_and_come_back_exact(tmp_path):
+    state = fake_state(4)
+    state["best_state"] = {k: v.clone() for k, v in state["model"].items()}  # a pack written after a best epoch
+    packed = to_pack(state)
+    assert packed["best_state"] == BEST_IS_MODEL
+    back = from_pack(packed)
+    assert all(torch.equal(back["best_state"][k], v) for k, v in state["model"].items())
+    back["best_state"]["w"] += 1  # a copy, not the weights themselves
+    assert not torch.equal(back["best_state"]["w"], back["model"]["w"])
+    other = fake_state(4)  # best weights an epoch older: stored in float16
+    assert isinstance(to_pack(other)["best_state"], dict)
+
+
+def format_1(state: dict) -> dict:
+    """A pack as format 1 wrote it: the reduced parts cast, nothing byte-planed, the best weights always."""
+    acc = state["optimizer"]["state"][0]["acc"]
+    return state | {"optimizer": state["optimizer"] | {"state": {0: {"acc": acc.bfloat16()}}},
+                    "best_state": {k: v.half() for k, v in state["best_state"].items()}, "pack_format": 1}
+
+
+def test_a_pack_of_format_1_is_still_read(tmp_path):
+    state = fake_state(6)
+    torch.save(format_1(state), tmp_path / PACK_NAME)
+    back = read_pack(tmp_path / PACK_NAME)
+    assert torch.equal(back["model"]["w"], state["model"]["w"]) and back["epoch"] == 6
+    assert torch.equal(back["best_state"]["b"], state["best_state"]["b"].half().float())
+
+
+def test_byte_planes_cost_the_history_less_than_the_tensors_as_they_are(tmp_path):
+    """The sign-and-exponent bytes lie together, where zlib (git's compression) finds them."""
+    torch.manual_seed(0)
+    weights = torch.randn(400, 500) * 0.02
+    state = fake_state(1) | {"model": {"w": weights}, "best_state": {"w": weights * 0.9}}
+    state["optimizer"]["state"][0]["acc"] = torch.rand(400, 500) ** 4 * 1e-4
+    write_pack(tmp_path / "planes.pt", state)
+    torch.save(format_1(state), tmp_path / "as_they_are.pt")
+    planed, plain = history_bytes(tmp_path / "planes.pt"), history_bytes(tmp_path / "as_they_are.pt")
+    assert planed < 0.95 * plain, (planed, plain)
 
 
 def test_a_checkpoint_is_not_a_pack_and_a_broken_pack_names_itself(tmp_path):
@@ -105,6 +166,8 @@ def test_a_fresh_clone_continues_a_paused_run_from_its_pack(tmp_path, monkeypatc
     folder = here / "smoke" / "rnn-spn-d4" / "seed4"
     assert paused.status == "running" and paused.record.epochs_run == 2 and (folder / PACK_NAME).exists()
     model_bytes = pack_bytes(build_model(config.model))  # the queue's estimate, within the few kB of history
+    if load_checkpoint(folder / PACK_NAME)["best_state"] == BEST_IS_MODEL:  # epoch 1 was the best so far
+        model_bytes -= 2 * sum(p.numel() for p in build_model(config.model).parameters())  # float16 best weights
     assert model_bytes < (folder / PACK_NAME).stat().st_size < model_bytes + 64_000
     assert not (folder / WEIGHTS_NAME).exists()  # weights come with the finish
     assert load_checkpoint(checkpoint_path(config, tmp_path / "ckpt-here"))["epoch"] == 1
@@ -165,3 +228,25 @@ def test_trained_glimpses_come_from_the_saved_weights_on_the_runs_own_test_split
     saved = np.load(tmp_path / "smoke" / "rnn-spn-d4" / "seed6" / "attention.npz")["theta"]  # fp32 weights
     assert np.allclose(theta[:4], saved, atol=1e-2)  # the fp16 weights glimpse where the fp32 ones did
     assert score_attention(theta, boxes, 100, 100).n == 30
+
+
+def test_carry_writes_the_pack_of_a_paused_run_from_its_checkpoint(tmp_path, monkeypatch):
+    """`rstn carry`: the pack of a run trained by code older than packs, from the local checkpoint."""
+    import rstn.train
+    from rstn.runs import carry_run
+
+    data = synthetic_data(n=40)
+    config = run_config("rnn-spn-d4", "smoke", seed=7, **(TINY | {"max_epochs": 4}))
+    with monkeypatch.context() as patch:  # the budget stops the run after two epochs
+        patch.setattr(rstn.train, "_epoch_estimate", lambda history: 1e9 if len(history) >= 2 else 0.0)
+        train_run(config, results_dir=tmp_path, checkpoint_root=tmp_path / "ckpt", progress="none", data=data,
+                  deadline=time.monotonic() + 3600)
+    pack = tmp_path / "smoke" / "rnn-spn-d4" / "seed7" / PACK_NAME
+    pack.unlink()  # as older code left it
+    said = carry_run(config, tmp_path, tmp_path / "ckpt")
+    assert said.startswith(f"smoke/rnn-spn-d4/seed7: in progress: wrote {pack} (") and "MiB of history" in said
+    assert said.endswith("from the checkpoint after epoch 1")
+    checkpoint = load_checkpoint(checkpoint_path(config, tmp_path / "ckpt"))
+    assert torch.equal(read_pack(pack)["model"]["theta.weight"], checkpoint["model"]["theta.weight"])
+    with pytest.raises(FileNotFoundError, match="no local checkpoint"):
+        carry_run(config, tmp_path, tmp_path / "elsewhere")
