@@ -15,8 +15,9 @@ far, the epoch, history, early-stopping counter, RNG states, sessions):
 A pack (format 2) also stores what git compresses well: each float tensor as its byte planes (all first
 bytes, then all second bytes, ...), so that the sign-and-exponent bytes, which vary little, lie together for
 zlib; and best weights that equal the weights (a pack written right after a best epoch) only once. Both are
-lossless. Measured on ffn-spn-d2 after one epoch: 24.4 MiB of history as format 1, 21.9 byte-planed
-(benchmarks/README.md, "Resume packs in the history"). Format 1 packs are still read.
+lossless. Measured on ffn-spn-d2 after one epoch: 24.4 MiB of history as format 1, 22.0 byte-planed, 16.2
+with the best weights stored once (benchmarks/README.md, "Resume packs in the history"). Format 1 packs are
+still read.
 
 `resume_point` picks the one to continue from: the checkpoint when it is at least as far as the pack.
 """
@@ -131,7 +132,7 @@ def to_pack(state: Mapping) -> dict:
 
 def from_pack(packed: Mapping) -> dict:
     """A pack as a checkpoint state: the reduced parts back in float32 (best weights stored as BEST_IS_MODEL
-    are a copy of the float32 weights, which they were when the pack was written)."""
+    come back as a copy of the float32 weights, which they equalled at float16's precision or better)."""
     state = {k: from_byte_planes(v) if k in PLANED_PARTS else v for k, v in packed.items()}
     state = {k: _cast_floats(v, torch.float32) if k in PACK_DTYPES else v for k, v in state.items()}
     if state.get("best_state") == BEST_IS_MODEL:
