@@ -14,35 +14,27 @@ the pack three ways and reports each part's share:
 from __future__ import annotations
 
 import argparse
-import io
-import zlib
+import tempfile
 from pathlib import Path
 
 import torch
 
-from rstn.checkpoints import GIT_ZLIB_LEVEL, PACK_DTYPES, PLANED_PARTS, as_byte_planes, load_checkpoint, to_pack
+from rstn.checkpoints import (
+    PACK_FORMAT,
+    PLANED_PARTS,
+    as_byte_planes,
+    history_bytes,
+    load_checkpoint,
+    reduce_precision,
+    to_pack,
+)
 
 
-def history_mib(obj) -> tuple[float, float]:
-    """(raw, as git stores it) MiB of `obj` saved with torch.save."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    raw = buffer.getvalue()
-    return len(raw) / 2**20, len(zlib.compress(raw, GIT_ZLIB_LEVEL)) / 2**20
-
-
-def cast(tree, dtype):
-    if isinstance(tree, torch.Tensor):
-        return tree.to(dtype) if tree.is_floating_point() else tree
-    if isinstance(tree, dict):
-        return {k: cast(v, dtype) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(cast(v, dtype) for v in tree)
-    return tree
-
-
-def format_1(state: dict) -> dict:
-    return {k: cast(v, PACK_DTYPES[k]) if k in PACK_DTYPES else v for k, v in state.items()} | {"pack_format": 1}
+def mib(obj, folder: Path) -> tuple[float, float]:
+    """(raw, in the history) MiB of `obj` saved with torch.save."""
+    path = folder / "part.pt"
+    torch.save(obj, path)
+    return path.stat().st_size / 2**20, history_bytes(path) / 2**20
 
 
 def main() -> None:
@@ -50,16 +42,18 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path, help="a checkpoint.pt of rstn.train.fit")
     args = parser.parse_args()
     state = load_checkpoint(args.checkpoint)
-    old = format_1(state)
-    layouts = {"format 1": old,
-               "format 2": old | {k: as_byte_planes(old[k]) for k in PLANED_PARTS},  # best weights stored
+    reduced = reduce_precision(state)
+    layouts = {"format 1": reduced | {"pack_format": 1},
+               "format 2": reduced | {k: as_byte_planes(reduced[k]) for k in PLANED_PARTS}  # best weights stored
+               | {"pack_format": PACK_FORMAT},
                "format 2, best = model": to_pack(state | {"best_state": state["model"]})}
     print(f"{args.checkpoint} (after epoch {state['epoch']}, best epoch {state['best_epoch']}); MiB raw / in history")
     print(f"| layout | {' | '.join(PLANED_PARTS)} | whole pack |")
     print("|---|" + "---:|" * (len(PLANED_PARTS) + 1))
-    for name, pack in layouts.items():
-        parts = ["%.2f / %.2f" % history_mib(pack[k]) for k in PLANED_PARTS]  # a marker: a few bytes
-        print(f"| {name} | {' | '.join(parts)} | %.2f / **%.2f** |" % history_mib(pack))
+    with tempfile.TemporaryDirectory() as folder:
+        for name, pack in layouts.items():
+            parts = ["%.2f / %.2f" % mib(pack[k], Path(folder)) for k in PLANED_PARTS]  # a marker: a few bytes
+            print(f"| {name} | {' | '.join(parts)} | %.2f / **%.2f** |" % mib(pack, Path(folder)))
 
 
 if __name__ == "__main__":

@@ -41,12 +41,16 @@ READABLE_FORMATS = (1, 2)  # 1: the tensors as they are, the best weights always
 # The reduced precision of each part of a pack; anything not named stays as the checkpoint has it.
 PACK_DTYPES = {"optimizer": torch.bfloat16, "best_state": torch.float16}
 PLANED_PARTS = ("model", "optimizer", "best_state")  # the parts that hold the float tensors
-BEST_IS_MODEL = "the weights"  # a pack's best_state when the best weights are the weights
+BEST_IS_MODEL = "rstn:best_state_is_model"  # a pack's best_state when the best weights are the weights
 GIT_ZLIB_LEVEL = 6  # git's default core.compression for the objects of its history
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint or pack that cannot be read (truncated, or not one of ours)."""
+
+
+class NewerPackError(RuntimeError):
+    """A pack written by a newer rstn: not passed over (the run would start over and overwrite it)."""
 
 
 def _save_atomically(path: Path, state: Mapping, tmp_name: str) -> None:
@@ -74,36 +78,52 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def _cast_floats(tree: Any, dtype: torch.dtype) -> Any:
-    """`tree` with every floating-point tensor in it cast to `dtype` (dicts and lists walked; rest as is)."""
+def _map_floats(tree: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """`tree` with `fn` applied to every floating-point tensor in it (dicts, lists and tuples walked, byte
+    planes kept whole; everything else as is)."""
     if isinstance(tree, torch.Tensor):
-        return tree.detach().to("cpu", dtype) if tree.is_floating_point() else tree
-    if isinstance(tree, Mapping):
-        return {k: _cast_floats(v, dtype) for k, v in tree.items()}
+        return fn(tree) if tree.is_floating_point() else tree
+    if isinstance(tree, Mapping) and not _is_planes(tree):
+        return {k: _map_floats(v, fn) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(_cast_floats(v, dtype) for v in tree)
+        return type(tree)(_map_floats(v, fn) for v in tree)
     return tree
+
+
+def _cast_floats(tree: Any, dtype: torch.dtype) -> Any:
+    """`tree` with every floating-point tensor in it cast to `dtype`, on the CPU."""
+    return _map_floats(tree, lambda t: t.detach().to("cpu", dtype))
+
+
+def reduce_precision(state: Mapping) -> dict:
+    """A checkpoint state with the parts named in PACK_DTYPES cast to their pack precision."""
+    return {k: _cast_floats(v, PACK_DTYPES[k]) if k in PACK_DTYPES else v for k, v in state.items()}
+
+
+_PLANES_KEYS = {"byte_planes", "dtype", "shape"}
+
+
+def _is_planes(tree: Any) -> bool:
+    return isinstance(tree, Mapping) and tree.keys() == _PLANES_KEYS
+
+
+def _tensor_as_planes(tensor: torch.Tensor) -> dict:
+    flat = tensor.detach().cpu().reshape(-1).contiguous()  # reshape: a 0-d tensor cannot view as bytes
+    planes = flat.view(torch.uint8).view(-1, flat.element_size()).T.contiguous()
+    return {"byte_planes": planes, "dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape)}
 
 
 def as_byte_planes(tree: Any) -> Any:
     """`tree` with every floating-point tensor stored as its byte planes: a (itemsize, numel) uint8 tensor
-    whose row i holds byte i of every element, with the dtype and shape to rebuild it."""
-    if isinstance(tree, torch.Tensor) and tree.is_floating_point():
-        flat = tree.detach().cpu().reshape(-1).contiguous()  # reshape: a 0-d tensor cannot view as bytes
-        planes = flat.view(torch.uint8).view(-1, flat.element_size()).T.contiguous()
-        return {"byte_planes": planes, "dtype": str(tree.dtype).removeprefix("torch."), "shape": list(tree.shape)}
-    if isinstance(tree, Mapping):
-        return {k: as_byte_planes(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(as_byte_planes(v) for v in tree)
-    return tree
+    whose row i holds byte i of every element, with the dtype and shape to rebuild it (contiguous: a
+    channels_last tensor comes back in the default memory format, with the same values)."""
+    return _map_floats(tree, _tensor_as_planes)
 
 
 def from_byte_planes(tree: Any) -> Any:
     """The inverse of `as_byte_planes` (a tree without byte planes comes back as it is)."""
-    if isinstance(tree, Mapping) and "byte_planes" in tree:
-        dtype = getattr(torch, tree["dtype"])
-        return tree["byte_planes"].T.contiguous().view(dtype).reshape(tree["shape"])
+    if _is_planes(tree):
+        return tree["byte_planes"].T.contiguous().view(getattr(torch, tree["dtype"])).reshape(tree["shape"])
     if isinstance(tree, Mapping):
         return {k: from_byte_planes(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
@@ -112,18 +132,18 @@ def from_byte_planes(tree: Any) -> Any:
 
 
 def _best_is_model(state: Mapping) -> bool:
-    """Whether the best weights equal the weights in the precision a pack keeps the best weights in."""
-    best, model, dtype = state.get("best_state"), state.get("model"), PACK_DTYPES["best_state"]
+    """Whether the best weights are exactly the weights (a checkpoint written right after a best epoch).
+    The best weights are a CPU copy; the weights may still be on the GPU."""
+    best, model = state.get("best_state"), state.get("model")
     if not isinstance(best, Mapping) or not isinstance(model, Mapping) or best.keys() != model.keys():
         return False
-    cast = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731
-    return all(torch.equal(cast(best[k]), cast(model[k])) for k in model)
+    return all(torch.equal(best[k], model[k].detach().cpu()) for k in model)
 
 
 def to_pack(state: Mapping) -> dict:
     """A checkpoint state as a pack: the parts in PACK_DTYPES in reduced precision, the float tensors as byte
-    planes, best weights equal to the weights as BEST_IS_MODEL; marked as a pack."""
-    packed = {k: _cast_floats(v, PACK_DTYPES[k]) if k in PACK_DTYPES else v for k, v in state.items()}
+    planes, best weights that are the weights as BEST_IS_MODEL; marked as a pack of PACK_FORMAT."""
+    packed = reduce_precision(state)
     if _best_is_model(state):
         packed["best_state"] = BEST_IS_MODEL
     packed |= {k: as_byte_planes(packed[k]) for k in PLANED_PARTS if k in packed}
@@ -132,7 +152,7 @@ def to_pack(state: Mapping) -> dict:
 
 def from_pack(packed: Mapping) -> dict:
     """A pack as a checkpoint state: the reduced parts back in float32 (best weights stored as BEST_IS_MODEL
-    come back as a copy of the float32 weights, which they equalled at float16's precision or better)."""
+    come back as a copy of the weights, which they were)."""
     state = {k: from_byte_planes(v) if k in PLANED_PARTS else v for k, v in packed.items()}
     state = {k: _cast_floats(v, torch.float32) if k in PACK_DTYPES else v for k, v in state.items()}
     if state.get("best_state") == BEST_IS_MODEL:
@@ -157,9 +177,14 @@ def write_pack(path: Path, state: Mapping) -> None:
 
 
 def read_pack(path: Path) -> dict:
-    """The checkpoint state a pack holds (reduced parts in float32). Raises CheckpointError."""
+    """The checkpoint state a pack holds (reduced parts in float32). Raises CheckpointError, or
+    NewerPackError for a pack of a format this code does not know yet."""
     packed = load_checkpoint(path)
-    if packed.get("pack_format") not in READABLE_FORMATS:
+    fmt = packed.get("pack_format")
+    if isinstance(fmt, int) and fmt > PACK_FORMAT:
+        raise NewerPackError(f"{path} is a resume pack of format {fmt}, newer than this rstn reads ("
+                             f"{PACK_FORMAT}): update rstn (git pull) to continue the run; the pack is left as it is")
+    if fmt not in READABLE_FORMATS:
         raise CheckpointError(f"{path} is not a resume pack of format {' or '.join(map(str, READABLE_FORMATS))}")
     return from_pack(packed)
 
@@ -170,7 +195,7 @@ def history_bytes(path: Path) -> int:
 
 
 def describe_pack_size(path: Path) -> str:
-    """'27.7 MB, about 21.9 MiB of history': a pack's size and what committing it costs the history."""
+    """'29.0 MB, about 22.0 MiB of history': a pack's size and what committing it costs the history."""
     path = Path(path)
     return f"{path.stat().st_size / 1e6:.1f} MB, about {history_bytes(path) / 2**20:.1f} MiB of history"
 

@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     from rstn.book import NotebookError
+    from rstn.checkpoints import NewerPackError
     from rstn.mnist import MnistUnavailableError
     from rstn.runs import ConfigChangedError, RunInProgressError
 
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, RunInProgressError, ConfigChangedError, FileNotFoundError, NotebookError,
-            MnistUnavailableError) as err:
+            MnistUnavailableError, NewerPackError) as err:
         if os.environ.get("RSTN_DEBUG"):
             raise
         print(f"rstn {args.command}: error: {err}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +12,15 @@ import torch
 
 from rstn.checkpoints import (
     BEST_IS_MODEL,
+    PACK_FORMAT,
     PACK_NAME,
     CheckpointError,
+    NewerPackError,
     from_pack,
     history_bytes,
     load_checkpoint,
     read_pack,
+    reduce_precision,
     resume_point,
     save_checkpoint,
     to_pack,
@@ -57,10 +61,17 @@ def test_a_pack_keeps_the_weights_exact_and_the_rest_in_reduced_precision(tmp_pa
     assert "pack_format" not in back and back["epoch"] == 3
 
 
+def bits(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor's bytes, so that -0.0 differs from 0.0 and a NaN equals itself."""
+    return tensor.contiguous().reshape(-1).view(torch.uint8)
+
+
 def test_byte_planes_give_back_every_tensor_bit_for_bit(tmp_path):
-    """Float tensors of each dtype and shape, a 0-d and an empty one included, through a pack file."""
-    model = {"w": torch.randn(5, 7) * 0.02, "scalar": torch.tensor(-3.25), "empty": torch.zeros(0, 4),
-             "steps": torch.arange(6)}  # an integer tensor: stored as it is
+    """Float tensors of every dtype and of odd shapes and values, through a pack file."""
+    odd = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e-40, -3.25])  # 1e-40: subnormal
+    model = {"w": torch.randn(5, 7) * 0.02, "odd": odd, "scalar": torch.tensor(-3.25), "empty": torch.zeros(0, 4),
+             "transposed": torch.randn(3, 6).T, "half": torch.randn(9).half(), "double": torch.randn(2, 2).double(),
+             "bf16": torch.randn(4).bfloat16(), "steps": torch.arange(6)}  # an integer tensor: stored as it is
     state = fake_state(2) | {"model": model, "best_state": None}
     state["optimizer"]["state"][0]["acc"] = torch.rand(3, 1, 2) * 1e-30  # far below float16's range
     write_pack(tmp_path / PACK_NAME, state)
@@ -68,7 +79,8 @@ def test_byte_planes_give_back_every_tensor_bit_for_bit(tmp_path):
     assert stored["model"]["w"]["byte_planes"].shape == (4, 35) and stored["model"]["steps"].dtype == torch.int64
     back = read_pack(tmp_path / PACK_NAME)
     for key, tensor in model.items():
-        assert back["model"][key].dtype == tensor.dtype and torch.equal(back["model"][key], tensor), key
+        got = back["model"][key]
+        assert got.dtype == tensor.dtype and got.shape == tensor.shape and torch.equal(bits(got), bits(tensor)), key
     acc = state["optimizer"]["state"][0]["acc"]
     assert torch.equal(back["optimizer"]["state"][0]["acc"], acc.to(torch.bfloat16).float())
     assert back["best_state"] is None and back["optimizer"]["param_groups"] == [{"lr": 5e-4}]
@@ -83,23 +95,42 @@ def test_best_weights_equal_to_the_weights_are_stored_once_and_come_back_exact(t
     assert all(torch.equal(back["best_state"][k], v) for k, v in state["model"].items())
     back["best_state"]["w"] += 1  # a copy, not the weights themselves
     assert not torch.equal(back["best_state"]["w"], back["model"]["w"])
-    other = fake_state(4)  # best weights an epoch older: stored in float16
-    assert isinstance(to_pack(other)["best_state"], dict)
+    older = fake_state(4)
+    older["best_state"] = {k: v + 1e-6 for k, v in older["model"].items()}  # equal in float16, yet older
+    assert isinstance(to_pack(older)["best_state"], dict)
 
 
-def format_1(state: dict) -> dict:
-    """A pack as format 1 wrote it: the reduced parts cast, nothing byte-planed, the best weights always."""
-    acc = state["optimizer"]["state"][0]["acc"]
-    return state | {"optimizer": state["optimizer"] | {"state": {0: {"acc": acc.bfloat16()}}},
-                    "best_state": {k: v.half() for k, v in state["best_state"].items()}, "pack_format": 1}
-
-
-def test_a_pack_of_format_1_is_still_read(tmp_path):
-    state = fake_state(6)
-    torch.save(format_1(state), tmp_path / PACK_NAME)
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_pack_of_weights_still_on_the_gpu_is_written(tmp_path):
+    """During training the checkpoint's weights are the model's (on the GPU), its best weights a CPU copy."""
+    state = fake_state(5)
+    state["model"] = {k: v.cuda() for k, v in state["model"].items()}
+    state["best_state"] = {k: v.cpu().clone() for k, v in state["model"].items()}
+    write_pack(tmp_path / PACK_NAME, state)
     back = read_pack(tmp_path / PACK_NAME)
-    assert torch.equal(back["model"]["w"], state["model"]["w"]) and back["epoch"] == 6
-    assert torch.equal(back["best_state"]["b"], state["best_state"]["b"].half().float())
+    assert load_checkpoint(tmp_path / PACK_NAME)["best_state"] == BEST_IS_MODEL
+    assert torch.equal(back["best_state"]["w"], state["model"]["w"].cpu())
+
+
+def test_a_pack_written_by_format_1_is_still_read():
+    """tests/data/pack-format1.pt: written by the format 1 code (rstn.checkpoints at e60f26a) from the state
+    rebuilt here: torch.manual_seed(6), then the weights and the optimizer's running mean drawn."""
+    torch.manual_seed(6)
+    w, b = torch.randn(4, 3), torch.randn(3)
+    acc = torch.rand(4, 3) * 1e-9
+    back = read_pack(Path(__file__).parent / "data" / "pack-format1.pt")
+    assert torch.equal(back["model"]["w"], w) and torch.equal(back["model"]["b"], b) and back["epoch"] == 6
+    assert torch.equal(back["best_state"]["w"], (w + 1).half().float())
+    assert torch.equal(back["optimizer"]["state"][0]["acc"], acc.bfloat16().float())
+
+
+def test_a_pack_of_a_newer_format_stops_the_resume_and_is_left_as_it_is(tmp_path):
+    """Passed over, it would let the run start over and overwrite it."""
+    torch.save(to_pack(fake_state(3)) | {"pack_format": PACK_FORMAT + 1}, tmp_path / PACK_NAME)
+    before = (tmp_path / PACK_NAME).read_bytes()
+    with pytest.raises(NewerPackError, match="update rstn"):
+        resume_point(tmp_path / "checkpoint.pt", tmp_path / PACK_NAME, accepts=lambda config: True)
+    assert (tmp_path / PACK_NAME).read_bytes() == before
 
 
 def test_byte_planes_cost_the_history_less_than_the_tensors_as_they_are(tmp_path):
@@ -109,7 +140,7 @@ def test_byte_planes_cost_the_history_less_than_the_tensors_as_they_are(tmp_path
     state = fake_state(1) | {"model": {"w": weights}, "best_state": {"w": weights * 0.9}}
     state["optimizer"]["state"][0]["acc"] = torch.rand(400, 500) ** 4 * 1e-4
     write_pack(tmp_path / "planes.pt", state)
-    torch.save(format_1(state), tmp_path / "as_they_are.pt")
+    torch.save(reduce_precision(state) | {"pack_format": 1}, tmp_path / "as_they_are.pt")  # format 1's layout
     planed, plain = history_bytes(tmp_path / "planes.pt"), history_bytes(tmp_path / "as_they_are.pt")
     assert planed < 0.95 * plain, (planed, plain)
 
@@ -166,8 +197,9 @@ def test_a_fresh_clone_continues_a_paused_run_from_its_pack(tmp_path, monkeypatc
     folder = here / "smoke" / "rnn-spn-d4" / "seed4"
     assert paused.status == "running" and paused.record.epochs_run == 2 and (folder / PACK_NAME).exists()
     model_bytes = pack_bytes(build_model(config.model))  # the queue's estimate, within the few kB of history
-    if load_checkpoint(folder / PACK_NAME)["best_state"] == BEST_IS_MODEL:  # epoch 1 was the best so far
-        model_bytes -= 2 * sum(p.numel() for p in build_model(config.model).parameters())  # float16 best weights
+    assert load_checkpoint(folder / PACK_NAME)["best_state"] == BEST_IS_MODEL  # epoch 1 was the best so far
+    floats = sum(t.numel() for t in build_model(config.model).state_dict().values() if t.is_floating_point())
+    model_bytes -= 2 * floats  # the float16 best weights, stored once as the weights
     assert model_bytes < (folder / PACK_NAME).stat().st_size < model_bytes + 64_000
     assert not (folder / WEIGHTS_NAME).exists()  # weights come with the finish
     assert load_checkpoint(checkpoint_path(config, tmp_path / "ckpt-here"))["epoch"] == 1
