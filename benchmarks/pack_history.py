@@ -9,6 +9,12 @@ the pack three ways and reports each part's share:
     format 2, best = model   as a pack written right after a best epoch stores it (best weights once)
 
     .venv/bin/python benchmarks/pack_history.py ~/.cache/rstn/checkpoints/paper/ffn-spn-d2/seed0/checkpoint.pt
+
+With --estimate, for each checkpoint or pack (of either format) it prints instead what the pack written
+from it today (format 2) costs the history against the queue's estimate for its row
+(`rstn.checkpoints.pack_history_estimate`):
+
+    .venv/bin/python benchmarks/pack_history.py --estimate results/paper/*/seed*/resume.pt
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from rstn.checkpoints import (
     PACK_FORMAT,
     PLANED_PARTS,
     as_byte_planes,
+    from_pack,
     history_bytes,
     load_checkpoint,
+    pack_history_estimate,
     reduce_precision,
     to_pack,
 )
@@ -37,10 +45,36 @@ def mib(obj, folder: Path) -> tuple[float, float]:
     return path.stat().st_size / 2**20, history_bytes(path) / 2**20
 
 
+def estimate_against_cost(paths: list[Path]) -> None:
+    """For each checkpoint or pack: the history cost of its format-2 pack against the row's estimate."""
+    from rstn.experiments import run_config
+    from rstn.models import build_model
+
+    print("| state | row | epoch | in history (MiB) | estimate (MiB) | cost / estimate |")
+    print("|---|---|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as folder:
+        for path in paths:
+            state = load_checkpoint(path)
+            state = from_pack(state) if "pack_format" in state else state
+            config = state["extra"]["config"]
+            cost = mib(to_pack(state), Path(folder))[1]
+            model = build_model(run_config(config["row"], config["profile"]).model)
+            estimate = pack_history_estimate(model) / 2**20
+            print(f"| {path} | {config['row']} | {state['epoch']} | {cost:.2f} | {estimate:.2f} "
+                  f"| {cost / estimate:.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path, help="a checkpoint.pt of rstn.train.fit")
+    parser.add_argument("checkpoint", type=Path, nargs="+", help="a checkpoint.pt of rstn.train.fit (with "
+                        "--estimate: checkpoints or resume packs, any number)")
+    parser.add_argument("--estimate", action="store_true", help="each state's pack against the queue's estimate")
     args = parser.parse_args()
+    if args.estimate:
+        return estimate_against_cost(args.checkpoint)
+    if len(args.checkpoint) > 1:
+        parser.error("one checkpoint at a time without --estimate")
+    args.checkpoint = args.checkpoint[0]
     state = load_checkpoint(args.checkpoint)
     reduced = reduce_precision(state)
     layouts = {"format 1": reduced | {"pack_format": 1},

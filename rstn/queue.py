@@ -323,28 +323,34 @@ def history_mib(folder: str | Path) -> float | None:
 
 
 def history_line(planned: Sequence[PlannedRun], results_dir: str | Path,
-                 pack_size: Callable[[RunConfig], int] | None = None) -> str | None:
+                 pack_size: Callable[[RunConfig], tuple[int, float]] | None = None) -> str | None:
     """The queue's last line: the repository's history against `HISTORY_LIMIT_MIB` and the resume packs the
-    plan leaves to commit (the runs the budget cuts); None outside git. pack_size: config -> bytes (default:
-    `rstn.checkpoints.pack_bytes` of the row's model)."""
+    plan leaves to commit (the runs the budget cuts), with what they will cost it; None outside git.
+    pack_size: config -> (bytes on disk, bytes of history) of its pack (default: `rstn.checkpoints.pack_bytes`
+    and `pack_history_estimate` of the row's model)."""
     used = history_mib(results_dir if Path(results_dir).is_dir() else ".")
     if used is None:
         return None
     if pack_size is None:
-        from rstn.checkpoints import pack_bytes
+        from rstn.checkpoints import pack_bytes, pack_history_estimate
         from rstn.models import build_model
 
-        pack_size = lambda config: pack_bytes(build_model(config.model))  # noqa: E731
+        def pack_size(config: RunConfig) -> tuple[int, float]:
+            model = build_model(config.model)
+            return pack_bytes(model), pack_history_estimate(model)
+
     cut = [p for p in planned if not p.left_out and p.epochs_done < p.reach < p.epochs_done + p.epochs_left]
-    sizes = [(f"{p.config.row}/seed{p.config.seed}", pack_size(p.config) / 1e6) for p in cut]
+    sizes = [(f"{p.config.row}/seed{p.config.seed}", *pack_size(p.config)) for p in cut]
     text = f"  history: {used:.0f} MiB of the repository's {HISTORY_LIMIT_MIB}"
     if not sizes:
         return text + "; the plan leaves no resume pack to commit"
-    total = sum(mb for _, mb in sizes)
-    text += (f"; when the budget ends, resume packs of about {total:.0f} MB to commit ("
-             + ", ".join(f"{name} {mb:.0f} MB" for name, mb in sizes) + ")")
-    if used + total / 1.048576 > HISTORY_LIMIT_MIB:
-        text += ": more than the history has room for"
+    after = used + sum(history for *_, history in sizes) / 2**20
+    text += ("; when the budget ends, resume packs to commit: "
+             + ", ".join(f"{name} {size / 1e6:.0f} MB (about {history / 2**20:.0f} MiB of history)"
+                         for name, size, history in sizes)
+             + f"; the history then about {after:.0f} MiB")
+    if after > HISTORY_LIMIT_MIB:
+        text += ": more than it has room for"
     return text
 
 

@@ -25,6 +25,7 @@ from rstn.checkpoints import (
     save_checkpoint,
     to_pack,
     pack_bytes,
+    pack_history_estimate,
     write_pack,
 )
 from rstn.experiments import run_config
@@ -143,6 +144,24 @@ def test_byte_planes_cost_the_history_less_than_the_tensors_as_they_are(tmp_path
     torch.save(reduce_precision(state) | {"pack_format": 1}, tmp_path / "as_they_are.pt")  # format 1's layout
     planed, plain = history_bytes(tmp_path / "planes.pt"), history_bytes(tmp_path / "as_they_are.pt")
     assert planed < 0.95 * plain, (planed, plain)
+
+
+def test_the_queues_estimate_of_a_packs_history_cost_is_within_a_tenth_of_it(tmp_path):
+    """`pack_history_estimate` (the queue's history line) against the zlib size of a real pack of a paper
+    model: after one RMSprop step, with best weights that are not the weights."""
+    torch.manual_seed(0)
+    model = build_model(run_config("ffn-spn-d4", "paper", 0).model)
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=5e-4)
+    for parameter in model.parameters():
+        parameter.grad = torch.randn_like(parameter) * 1e-2
+    optimizer.step()
+    weights = model.state_dict()
+    best = {k: v + 1e-3 * torch.randn_like(v) if v.is_floating_point() else v for k, v in weights.items()}
+    write_pack(tmp_path / PACK_NAME, fake_state(3) | {"model": weights, "best_state": best,
+                                                     "optimizer": optimizer.state_dict()})
+    estimate, cost = pack_history_estimate(model), history_bytes(tmp_path / PACK_NAME)
+    assert 0.9 < cost / estimate < 1.1, (cost, estimate)
+    assert estimate < 0.9 * pack_bytes(model)  # well below the pack's size on disk
 
 
 def test_a_checkpoint_is_not_a_pack_and_a_broken_pack_names_itself(tmp_path):

@@ -171,17 +171,20 @@ def test_the_plan_ends_with_the_history_and_the_packs_it_leaves_to_commit(tmp_pa
     monkeypatch.setattr("rstn.queue.processor_id", lambda: "this cpu")
     configs = [run_config(r, "paper", 0) for r in ("rnn-spn-d4", "ffn-spn-d4")]
     planned = plan(configs, budget_s=3600.0, results_dir=tmp_path, probe=lambda c: 60.0)  # the first is cut
-    sizes = {"rnn-spn-d4": 12_200_000, "ffn-spn-d4": 4_000_000}
+    sizes = {"rnn-spn-d4": (12_200_000, 9 * 2**20), "ffn-spn-d4": (4_000_000, 3 * 2**20)}
     assert history_line(planned, tmp_path, pack_size=lambda c: sizes[c.row]) is None  # not a git repository
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     line = history_line(planned, tmp_path, pack_size=lambda c: sizes[c.row])
     assert line == (f"  history: 0 MiB of the repository's {HISTORY_LIMIT_MIB}; when the budget ends, resume "
-                    "packs of about 12 MB to commit (rnn-spn-d4/seed0 12 MB)")
-    huge = history_line(planned, tmp_path, pack_size=lambda c: 200_000_000)
-    assert huge.endswith("(rnn-spn-d4/seed0 200 MB): more than the history has room for")
+                    "packs to commit: rnn-spn-d4/seed0 12 MB (about 9 MiB of history); the history then about 9 MiB")
+    huge = history_line(planned, tmp_path, pack_size=lambda c: (200_000_000, 151 * 2**20))
+    assert huge.endswith("(about 151 MiB of history); the history then about 151 MiB: more than it has room for")
+    assert not history_line(planned, tmp_path, pack_size=lambda c: (200_000_000, 149 * 2**20)).endswith(
+        "room for")  # judged by what the history will hold, not by the pack's size on disk
     left_out = plan([run_config("ffn-spn-d2", "paper", 0), *configs], budget_s=3600.0, results_dir=tmp_path,
                     probe=lambda c: 500.0 if c.row == "ffn-spn-d2" else 60.0)
-    assert left_out[0].left_out and history_line(left_out, tmp_path, pack_size=lambda c: sizes.get(c.row, 1)) == \
+    assert left_out[0].left_out and history_line(left_out, tmp_path,
+                                                 pack_size=lambda c: sizes.get(c.row, (1, 1))) == \
         line  # a run the queue does not start leaves no pack
     (tmp_path / "pack.bin").write_bytes(os.urandom(2 * 2**20))  # does not compress
     subprocess.run(["git", "-C", str(tmp_path), "add", "pack.bin"], check=True)
@@ -189,7 +192,8 @@ def test_the_plan_ends_with_the_history_and_the_packs_it_leaves_to_commit(tmp_pa
                    check=True)
     assert 2.0 <= history_mib(tmp_path) < 2.01  # what the refs reach, as a clone carries it
     ended = plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 60.0)
-    assert history_line(ended, tmp_path, pack_size=lambda c: 1).endswith("the plan leaves no resume pack to commit")
+    no_pack = history_line(ended, tmp_path, pack_size=lambda c: (1, 1))
+    assert no_pack.endswith("the plan leaves no resume pack to commit")
 
 
 def test_a_lane_passes_over_a_new_run_the_budget_left_is_too_short_for(tmp_path, capsys):
