@@ -99,6 +99,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     start = time.monotonic()
     if args.cpu_queue:
         from rstn import queue
+        from rstn.history import history_mib
 
         if args.overrides:
             raise ValueError("--cpu-queue trains the registered paper-profile runs: --set does not apply to it")
@@ -108,12 +109,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         configs, not_started = queue.resumable_first(ordered, args.results_dir, args.checkpoint_dir), []
         if args.no_new_runs:
             configs, not_started = queue.held_back(configs, args.results_dir, args.checkpoint_dir)
+        used_mib = history_mib(args.results_dir)
         planned = queue.plan(configs, budget_s, args.results_dir, args.checkpoint_dir, device=args.device or "cpu",
-                             lanes=args.lanes)
-        history = queue.history_line(planned, args.results_dir)
+                             lanes=args.lanes, used_mib=used_mib)
+        history = queue.history_line(planned, used_mib)
         print(queue.describe_plan(planned, budget_s, deferred, args.lanes, not_started)
               + (f"\n{history}" if history else ""), flush=True)
-        common["start_needs_s"] = queue.StartRule.from_plan(planned, args.results_dir, args.checkpoint_dir)
+        common["why_not_start"] = queue.StartRule.from_plan(planned, args.results_dir, args.checkpoint_dir)
         if args.lanes > 1:  # each lane prints its own summary
             return queue.run_lanes(configs, args.lanes, **common)
         outcomes = train_configs(configs, resume=True, **common)

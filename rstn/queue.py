@@ -14,7 +14,8 @@ work hands its threads to the lanes still training: they take them at their next
 
 A run that would start from epoch 0 and that the budget takes only a few epochs (`MIN_NEW_EPOCHS`) is not
 started: a lane that reaches it passes over it to the next run, and ends where none fits, so that its
-threads speed up the runs in progress. `--no-new-runs` starts no new run at all.
+threads speed up the runs in progress. Nor is one whose resume pack the repository's history has no room
+for (`rstn.history`). `--no-new-runs` starts no new run at all.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import math
 import re
 import signal
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +34,7 @@ import torch
 from rstn.backends import processor_id, resolve_device
 from rstn.checkpoints import PACK_NAME
 from rstn.experiments import CPU_QUEUE, RunConfig, run_config, run_dir, same_config
+from rstn.history import HISTORY_LIMIT_MIB, no_room_reason, pack_cost_mib, why_no_room
 from rstn.progress import format_duration
 from rstn.records import RUN_FILE, ResultsError, RunRecord, read_run
 from rstn.runs import checkpoint_path
@@ -45,9 +46,6 @@ from rstn.runs import checkpoint_path
 # its threads to the others.
 MIN_NEW_EPOCHS = 20
 
-
-# The project's limit on its git history, which keeps every resume pack ever committed.
-HISTORY_LIMIT_MIB = 150
 
 
 def queue_configs(profile: str = "paper") -> list[RunConfig]:
@@ -176,12 +174,15 @@ class PlannedRun:
     source: str  # where epoch_s comes from
     reach: int  # epochs done when the budget runs out (epochs_done + epochs_left: the run ends in it)
     lane: int | None = None  # with lanes: the lane (1, 2, ...) that takes it; None where none gets to it
-    left_out: bool = False  # not started: from epoch 0 the budget would take it only `reach` epochs
+    left_out: bool = False  # not started: from epoch 0 the budget would take it only `reach` epochs, or:
+    no_room: tuple[float, float] | None = None  # (the history's MiB after its pack, the pack's): over the limit
 
     def line(self) -> str:
         c = self.config
         end = self.epochs_done + self.epochs_left
-        if self.left_out:
+        if self.no_room is not None:
+            fate = f"not started: {no_room_reason(*self.no_room)}"
+        elif self.left_out:
             fate = (f"not started: the budget would take it only {self.reach} epochs from scratch (a run starts "
                     f"with {MIN_NEW_EPOCHS}, or half its epochs, in view: each committed resume pack stays in the "
                     "repository's history)")
@@ -201,17 +202,22 @@ class PlannedRun:
 
 def plan(configs: Sequence[RunConfig], budget_s: float | None, results_dir: str | Path = "results",
          checkpoint_root: str | Path | None = None, device: str | torch.device = "cpu",
-         probe: Callable[[RunConfig], float] | None = None, lanes: int = 1) -> list[PlannedRun]:
+         probe: Callable[[RunConfig], float] | None = None, lanes: int = 1, used_mib: float | None = None,
+         pack_cost: Callable[[RunConfig], float] = pack_cost_mib) -> list[PlannedRun]:
     """The queue's unfinished runs in order, each with its epoch time here and how far `budget_s` takes it.
 
     With `lanes`, each run goes to the lane that is free first; a lane stops in the first run the budget
     does not see to its end, as the queue does. probe: config -> seconds per epoch, where the run has no
-    epochs on this processor at a lane's thread count (default: `probe_epoch_time`, once per row).
+    epochs on this processor at a lane's thread count (default: `probe_epoch_time`, once per row). With
+    `used_mib` (the history now, `rstn.history.history_mib`), a run from epoch 0 that the budget cuts is
+    left out when its pack (pack_cost: config -> MiB) and those of the runs cut before it would take the
+    history over `HISTORY_LIMIT_MIB`.
     """
     here, threads = processor_id(), lane_threads(lanes)
     probed: dict[str, float] = {}
     budget = budget_s if budget_s is not None else float("inf")
     free_at: list[float | None] = [0.0] * lanes  # when each lane takes its next run; None: stopped
+    history_after = used_mib  # with the packs of the runs cut so far
     planned = []
     for config in configs:
         record = _record(config, results_dir)
@@ -232,16 +238,23 @@ def plan(configs: Sequence[RunConfig], budget_s: float | None, results_dir: str 
         done = len(history)
         running = [k for k, t in enumerate(free_at) if t is not None]
         lane = min(running, key=lambda k: free_at[k]) if running else None
-        reach, left_out = done, False
+        reach, left_out, no_room = done, False, None
         if lane is not None:
             left = max(0.0, budget - free_at[lane])
             affordable = end - done if epoch_s <= 0 or math.isinf(left) else int(left // epoch_s)
             reach = min(end, done + affordable)
             left_out = done == 0 and reach < min(min_new_epochs(config), end)
+            if not left_out and reach < end and history_after is not None:  # the budget cuts it: a pack
+                cost = pack_cost(config)
+                if done == 0 and history_after + cost > HISTORY_LIMIT_MIB:
+                    left_out, no_room = True, (history_after + cost, cost)
+                else:
+                    history_after += cost
             if not left_out:  # a lane stops in the first run the budget does not see to its end
                 free_at[lane] = free_at[lane] + (reach - done) * epoch_s if reach >= end else None
         planned.append(PlannedRun(config, done, end - done, epoch_s, source, reach,
-                                  lane + 1 if lanes > 1 and lane is not None and not left_out else None, left_out))
+                                  lane + 1 if lanes > 1 and lane is not None and not left_out else None, left_out,
+                                  no_room))
     return planned
 
 
@@ -253,10 +266,13 @@ def min_new_epochs(config: RunConfig) -> int:
 
 @dataclass(frozen=True)
 class StartRule:
-    """The budget a run needs left to be started (`rstn.runlist.train_configs(start_needs_s=...)`): none for a
-    run that resumes or has finished, `min_new_epochs` of its planned epoch time for one that starts from
-    epoch 0. Decided when a lane reaches the run, as a run before it may have ended later than planned.
-    Picklable: it goes to the lanes' processes."""
+    """Whether a run may be started with `left_s` of the budget left (`rstn.runlist.train_configs(
+    why_not_start=...)`): a run that resumes or has finished always; one that starts from epoch 0 when the
+    budget holds `min_new_epochs` of its planned epoch time and, where the budget may cut it (it holds fewer
+    than max_epochs), when the repository's history has room for the pack it would leave
+    (`rstn.history.why_no_room`).
+    Decided when a lane reaches the run, as a run before it may have ended later than planned. Picklable: it
+    goes to the lanes' processes."""
 
     epoch_s: dict[tuple[str, int], float]
     results_dir: str
@@ -268,11 +284,19 @@ class StartRule:
         return cls({(p.config.row, p.config.seed): p.epoch_s for p in planned}, str(results_dir),
                    None if checkpoint_root is None else str(checkpoint_root))
 
-    def __call__(self, config: RunConfig) -> float:
+    def __call__(self, config: RunConfig, left_s: float) -> str | None:
+        """Why the run is not started, or None to start it."""
         record = _record(config, self.results_dir)
         if (record is not None and record.finished) or can_resume(config, self.results_dir, self.checkpoint_root):
-            return 0.0  # a finished run is skipped, one in progress resumes: `train_run` says which
-        return min_new_epochs(config) * self.epoch_s.get((config.row, config.seed), 0.0)
+            return None  # a finished run is skipped, one in progress resumes: `train_run` says which
+        epoch_s = self.epoch_s.get((config.row, config.seed), 0.0)
+        needed_s = min_new_epochs(config) * epoch_s
+        if needed_s > left_s:
+            return (f"would start from epoch 0, which needs {format_duration(needed_s)} of the budget; "
+                    f"{format_duration(left_s)} is left")
+        if left_s < config.train.max_epochs * epoch_s:  # the budget may cut it: it would leave a pack
+            return why_no_room(config, self.results_dir)
+        return None
 
 
 def held_back(configs: Sequence[RunConfig], results_dir: str | Path, checkpoint_root: str | Path | None
@@ -307,47 +331,31 @@ def describe_plan(planned: Sequence[PlannedRun], budget_s: float | None, deferre
     return "\n".join(lines)
 
 
-def history_mib(folder: str | Path) -> float | None:
-    """The size on disk of every object the refs of the git repository holding `folder` reach (what a clone
-    carries: `git rev-list --objects --all`), in MiB; None outside a git work tree or without git."""
-    def git(*args: str, stdin: str | None = None) -> str:
-        return subprocess.run(["git", "-C", str(folder), *args], input=stdin, capture_output=True, text=True,
-                              timeout=120, check=True).stdout
+def _pack_bytes(config: RunConfig) -> int:
+    from rstn.checkpoints import pack_bytes
+    from rstn.models import build_model
 
-    try:
-        names = "".join(line.split(" ", 1)[0] + "\n" for line in git("rev-list", "--objects", "--all").splitlines())
-        sizes = git("cat-file", "--batch-check=%(objectsize:disk)", stdin=names) if names else ""
-    except (OSError, subprocess.SubprocessError):
+    return pack_bytes(build_model(config.model))
+
+
+def history_line(planned: Sequence[PlannedRun], used_mib: float | None,
+                 pack_size: Callable[[RunConfig], int] = _pack_bytes,
+                 pack_cost: Callable[[RunConfig], float] = pack_cost_mib) -> str | None:
+    """The queue's last line: the repository's history (`used_mib`, `rstn.history.history_mib`) against
+    `HISTORY_LIMIT_MIB` and the resume packs the plan leaves to commit (the runs the budget cuts), with what
+    they will cost it; None outside git (`used_mib` None). pack_size: config -> bytes on disk of its pack;
+    pack_cost: config -> MiB of history."""
+    if used_mib is None:
         return None
-    return sum(int(size) for size in sizes.split() if size.isdigit()) / 2**20
-
-
-def history_line(planned: Sequence[PlannedRun], results_dir: str | Path,
-                 pack_size: Callable[[RunConfig], tuple[int, float]] | None = None) -> str | None:
-    """The queue's last line: the repository's history against `HISTORY_LIMIT_MIB` and the resume packs the
-    plan leaves to commit (the runs the budget cuts), with what they will cost it; None outside git.
-    pack_size: config -> (bytes on disk, bytes of history) of its pack (default: `rstn.checkpoints.pack_bytes`
-    and `pack_history_estimate` of the row's model)."""
-    used = history_mib(results_dir if Path(results_dir).is_dir() else ".")
-    if used is None:
-        return None
-    if pack_size is None:
-        from rstn.checkpoints import pack_bytes, pack_history_estimate
-        from rstn.models import build_model
-
-        def pack_size(config: RunConfig) -> tuple[int, float]:
-            model = build_model(config.model)
-            return pack_bytes(model), pack_history_estimate(model)
-
-    cut = [p for p in planned if not p.left_out and p.epochs_done < p.reach < p.epochs_done + p.epochs_left]
-    sizes = [(f"{p.config.row}/seed{p.config.seed}", *pack_size(p.config)) for p in cut]
-    text = f"  history: {used:.0f} MiB of the repository's {HISTORY_LIMIT_MIB}"
-    if not sizes:
+    cut = [p.config for p in planned if not p.left_out and p.epochs_done < p.reach < p.epochs_done + p.epochs_left]
+    text = f"  history: {used_mib:.0f} MiB of the repository's {HISTORY_LIMIT_MIB}"
+    if not cut:
         return text + "; the plan leaves no resume pack to commit"
-    after = used + sum(history for *_, history in sizes) / 2**20
+    costs = [pack_cost(config) for config in cut]
+    after = used_mib + sum(costs)
     text += ("; when the budget ends, resume packs to commit: "
-             + ", ".join(f"{name} {size / 1e6:.0f} MB (about {history / 2**20:.0f} MiB of history)"
-                         for name, size, history in sizes)
+             + ", ".join(f"{c.row}/seed{c.seed} {pack_size(c) / 1e6:.0f} MB (about {cost:.0f} MiB of history)"
+                         for c, cost in zip(cut, costs))
              + f"; the history then about {after:.0f} MiB")
     if after > HISTORY_LIMIT_MIB:
         text += ": more than it has room for"

@@ -58,14 +58,15 @@ def train_configs(configs: Sequence[RunConfig], *, results_dir: str | Path = "re
                   checkpoint_root: str | Path | None = None, device: str | None = None, resume: bool = False,
                   force: bool = False, budget_s: float | None = None, checkpoint_every: int = 1,
                   progress: str | bool | None = "auto", lanes: int = 1,
-                  start_needs_s: Callable[[RunConfig], float] | None = None) -> list[RunResult | Exception]:
+                  why_not_start: Callable[[RunConfig, float], str | None] | None = None,
+                  ) -> list[RunResult | Exception]:
     """Train `configs` in order under one time budget.
 
     A diverged run, one whose record was made with another config (kept), and one that another process
     is training (left to it) are reported and the others go on. With `budget_s`, the run that would overrun
-    it stops at an epoch boundary (status "running") and the rest are not started; with `start_needs_s`
-    (config -> seconds, the CPU queue's `rstn.queue.StartRule`) a run is passed over, said so, when the
-    budget holds less than that, and the next one is tried.
+    it stops at an epoch boundary (status "running") and the rest are not started; with `why_not_start`
+    ((config, seconds of budget left) -> why not, or None; the CPU queue's `rstn.queue.StartRule`) a run it
+    gives a reason for is passed over, said so, and the next one is tried.
 
     Returns:
         [RunResult | NonFiniteLossError | ConfigChangedError | RunBusyError] in the order run.
@@ -80,10 +81,8 @@ def train_configs(configs: Sequence[RunConfig], *, results_dir: str | Path = "re
             say(f"time budget spent: not started {left}")
             break
         left_s = deadline - time.monotonic() if deadline is not None else math.inf
-        needed_s = start_needs_s(config) if start_needs_s is not None and deadline is not None else 0.0
-        if needed_s > left_s:
-            say(f"not started: {config.row}/seed{config.seed} would start from epoch 0, which needs "
-                f"{format_duration(needed_s)} of the budget; {format_duration(left_s)} is left")
+        if why_not_start is not None and (reason := why_not_start(config, left_s)) is not None:
+            say(f"not started: {config.row}/seed{config.seed} {reason}")
             continue
         try:
             result = train_run(config, results_dir=results_dir, checkpoint_root=checkpoint_root, device=device,

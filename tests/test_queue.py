@@ -7,8 +7,9 @@ from types import SimpleNamespace
 from rstn.backends import has_native_bf16, processor_id
 from rstn.checkpoints import PACK_NAME
 from rstn.experiments import CPU_QUEUE, get_row, run_config
-from rstn.queue import (HISTORY_LIMIT_MIB, MIN_NEW_EPOCHS, bf16_deferred, describe_plan, epoch_time_here,
-                        StartRule, history_line, history_mib, lane_share, plan, queue_configs, resumable_first)
+from rstn.history import HISTORY_LIMIT_MIB, history_mib
+from rstn.queue import (MIN_NEW_EPOCHS, bf16_deferred, describe_plan, epoch_time_here, StartRule, history_line,
+                        lane_share, plan, queue_configs, resumable_first)
 from rstn.runs import train_run
 from test_runs import TINY, synthetic_data
 
@@ -150,11 +151,13 @@ def test_a_run_the_budget_takes_only_a_few_epochs_from_scratch_is_not_started(tm
     assert [(p.reach, p.left_out) for p in planned] == [(7, True), (40, False)] and 7 < MIN_NEW_EPOCHS
     assert "ffn-spn-d2/seed0: from epoch 0; 500 s per epoch here (timed steps); not started: the budget would " \
            "take it only 7 epochs from scratch" in describe_plan(planned, 3600.0)
-    rule = StartRule.from_plan(planned, tmp_path, None)
-    assert rule(configs[0]) == MIN_NEW_EPOCHS * 500.0 and rule(configs[1]) == MIN_NEW_EPOCHS * 90.0
+    rule = StartRule.from_plan(planned, tmp_path, None)  # not a git repository: no history to weigh
+    assert rule(configs[0], MIN_NEW_EPOCHS * 500.0 - 1) == "would start from epoch 0, which needs 2h46m of the " \
+        "budget; 2h46m is left"
+    assert rule(configs[0], MIN_NEW_EPOCHS * 500.0) is None and rule(configs[1], MIN_NEW_EPOCHS * 90.0) is None
     done = run_config("rnn-spn-d4", "smoke", 0, **TINY)
     train_run(done, results_dir=tmp_path, progress="none", data=synthetic_data())
-    assert StartRule({("rnn-spn-d4", 0): 1e9}, str(tmp_path), None)(done) == 0.0  # finished: skipped, not "new"
+    assert StartRule({("rnn-spn-d4", 0): 1e9}, str(tmp_path), None)(done, 1.0) is None  # finished: skipped
     assert [p.left_out for p in plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 500.0)] == \
         [False, False]  # without a budget every run is trained
 
@@ -171,20 +174,21 @@ def test_the_plan_ends_with_the_history_and_the_packs_it_leaves_to_commit(tmp_pa
     monkeypatch.setattr("rstn.queue.processor_id", lambda: "this cpu")
     configs = [run_config(r, "paper", 0) for r in ("rnn-spn-d4", "ffn-spn-d4")]
     planned = plan(configs, budget_s=3600.0, results_dir=tmp_path, probe=lambda c: 60.0)  # the first is cut
-    sizes = {"rnn-spn-d4": (12_200_000, 9 * 2**20), "ffn-spn-d4": (4_000_000, 3 * 2**20)}
-    assert history_line(planned, tmp_path, pack_size=lambda c: sizes[c.row]) is None  # not a git repository
+    sizes, costs = {"rnn-spn-d4": 12_200_000, "ffn-spn-d4": 4_000_000}, {"rnn-spn-d4": 9.0, "ffn-spn-d4": 3.0}
+    assert history_mib(tmp_path) is None and history_line(planned, None) is None  # not a git repository
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    line = history_line(planned, tmp_path, pack_size=lambda c: sizes[c.row])
+    assert history_mib(tmp_path) == 0.0 and history_mib(tmp_path / "results" / "paper") == 0.0  # not made yet
+    line = history_line(planned, 0.0, pack_size=lambda c: sizes[c.row], pack_cost=lambda c: costs[c.row])
     assert line == (f"  history: 0 MiB of the repository's {HISTORY_LIMIT_MIB}; when the budget ends, resume "
                     "packs to commit: rnn-spn-d4/seed0 12 MB (about 9 MiB of history); the history then about 9 MiB")
-    huge = history_line(planned, tmp_path, pack_size=lambda c: (200_000_000, 151 * 2**20))
-    assert huge.endswith("(about 151 MiB of history); the history then about 151 MiB: more than it has room for")
-    assert not history_line(planned, tmp_path, pack_size=lambda c: (200_000_000, 149 * 2**20)).endswith(
+    huge = history_line(planned, 142.0, pack_size=lambda c: sizes[c.row], pack_cost=lambda c: costs[c.row])
+    assert huge.endswith("(about 9 MiB of history); the history then about 151 MiB: more than it has room for")
+    assert not history_line(planned, 140.0, pack_size=lambda c: 200_000_000, pack_cost=lambda c: 9.0).endswith(
         "room for")  # judged by what the history will hold, not by the pack's size on disk
     left_out = plan([run_config("ffn-spn-d2", "paper", 0), *configs], budget_s=3600.0, results_dir=tmp_path,
                     probe=lambda c: 500.0 if c.row == "ffn-spn-d2" else 60.0)
-    assert left_out[0].left_out and history_line(left_out, tmp_path,
-                                                 pack_size=lambda c: sizes.get(c.row, (1, 1))) == \
+    assert left_out[0].left_out and history_line(left_out, 0.0, pack_size=lambda c: sizes.get(c.row, 1),
+                                                 pack_cost=lambda c: costs.get(c.row, 1.0)) == \
         line  # a run the queue does not start leaves no pack
     (tmp_path / "pack.bin").write_bytes(os.urandom(2 * 2**20))  # does not compress
     subprocess.run(["git", "-C", str(tmp_path), "add", "pack.bin"], check=True)
@@ -192,19 +196,71 @@ def test_the_plan_ends_with_the_history_and_the_packs_it_leaves_to_commit(tmp_pa
                    check=True)
     assert 2.0 <= history_mib(tmp_path) < 2.01  # what the refs reach, as a clone carries it
     ended = plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 60.0)
-    no_pack = history_line(ended, tmp_path, pack_size=lambda c: (1, 1))
+    no_pack = history_line(ended, 2.0, pack_size=lambda c: 1, pack_cost=lambda c: 1.0)
     assert no_pack.endswith("the plan leaves no resume pack to commit")
+
+
+def test_a_new_run_whose_pack_the_history_has_no_room_for_is_not_planned(tmp_path, monkeypatch):
+    monkeypatch.setattr("rstn.queue.processor_id", lambda: "this cpu")
+    configs = [run_config(r, "paper", 0) for r in ("ffn-spn-d2", "rnn-spn-d4")]
+    costs = {"ffn-spn-d2": 22.0, "rnn-spn-d4": 9.0}
+    seconds = {"ffn-spn-d2": 200.0, "rnn-spn-d4": 60.0}
+
+    def planned(used_mib):
+        return plan(configs, budget_s=8000.0, results_dir=tmp_path, probe=lambda c: seconds[c.row], used_mib=used_mib,
+                    pack_cost=lambda c: costs[c.row])
+
+    assert [(p.left_out, p.reach) for p in planned(120.0)] == [(False, 40), (False, 0)]  # cut: a 22 MiB pack
+    full = planned(130.0)  # 130 + 22 > 150: ffn-spn-d2 is left out, and rnn-spn-d4 gets the budget, cut too
+    assert [(p.left_out, p.no_room, p.reach) for p in full] == [(True, (152.0, 22.0), 40), (False, None, 133)]
+    assert "ffn-spn-d2/seed0: from epoch 0; 200 s per epoch here (timed steps); not started: its resume pack " \
+           "(about 22 MiB of history) would take the repository's history to about 152 MiB, over its 150" \
+           in describe_plan(full, 8000.0)
+    assert [p.left_out for p in planned(145.0)] == [True, True]
+    assert [p.left_out for p in planned(None)] == [False, False]  # outside git: nothing to weigh
+    assert [p.left_out for p in plan(configs, budget_s=None, results_dir=tmp_path, probe=lambda c: 60.0,
+                                     used_mib=149.0, pack_cost=lambda c: 22.0)] == [False, False]  # no pack: no cut
+
+
+def test_a_lane_starts_no_new_run_whose_pack_the_history_has_no_room_for(tmp_path, monkeypatch):
+    import subprocess
+    import time
+
+    import rstn.train
+    from rstn.checkpoints import history_bytes
+    from rstn.history import packs_in_progress_mib, pack_cost_mib
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    paused = run_config("rnn-spn-d4", "smoke", 0, **(TINY | {"max_epochs": 4}))
+    with monkeypatch.context() as patch:  # the budget stops the run after one epoch: in progress, with a pack
+        patch.setattr(rstn.train, "_epoch_estimate", lambda history: 1e9 if history else 0.0)
+        train_run(paused, results_dir=tmp_path, checkpoint_root=tmp_path / "ckpt", progress="none",
+                  data=synthetic_data(), deadline=time.monotonic() + 3600)
+    pack = tmp_path / "smoke" / "rnn-spn-d4" / "seed0" / PACK_NAME
+    assert packs_in_progress_mib(tmp_path) == history_bytes(pack) / 2**20 > 0
+    new = run_config("ffn-spn-d4", "paper", 0)
+    rule = StartRule({("ffn-spn-d4", 0): 60.0}, str(tmp_path), str(tmp_path / "ckpt"))
+    assert rule(new, 3600.0) is None  # an empty history has room for a pack of about 4 MiB
+    monkeypatch.setattr("rstn.history.HISTORY_LIMIT_MIB", 3.0)
+    after = packs_in_progress_mib(tmp_path) + pack_cost_mib(new)
+    assert 3.0 < after and rule(new, 3600.0) == (
+        f"its resume pack (about {pack_cost_mib(new):.0f} MiB of history) would take the repository's history to "
+        f"about {after:.0f} MiB, over its 3 (every committed pack stays in it)")
+    assert rule(new, 300 * 60.0) is None  # a budget that sees it to max_epochs leaves no pack
+    assert rule(paused, 3600.0) is None  # a run that resumes is never held back
 
 
 def test_a_lane_passes_over_a_new_run_the_budget_left_is_too_short_for(tmp_path, capsys):
     from rstn.runlist import train_configs
 
     configs = [run_config(r, "smoke", 0, **TINY) for r in ("ffn-spn-d4", "rnn-spn-d4")]
-    needs = {"ffn-spn-d4": 1e9, "rnn-spn-d4": 0.0}  # as StartRule gives them: too long, and a run that resumes
+    why = {"ffn-spn-d4": "would start from epoch 0, which needs 2h of the budget", "rnn-spn-d4": None}
+    seen = []
     outcomes = train_configs(configs, results_dir=tmp_path, progress="text", budget_s=3600.0,
-                             start_needs_s=lambda c: needs[c.row])
+                             why_not_start=lambda c, left_s: seen.append(left_s) or why[c.row])
     assert [o.run_dir.parent.name for o in outcomes] == ["rnn-spn-d4"]  # the next run is tried
-    assert "not started: ffn-spn-d4/seed0 would start from epoch 0, which needs" in capsys.readouterr().out
+    assert "not started: ffn-spn-d4/seed0 would start from epoch 0, which needs 2h" in capsys.readouterr().out
+    assert 3590 < seen[0] <= 3600 and seen[1] <= seen[0]  # asked with the budget left
     assert not (tmp_path / "smoke" / "ffn-spn-d4").exists()
 
 
