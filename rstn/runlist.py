@@ -24,6 +24,10 @@ from rstn.runs import ConfigChangedError, RunResult, train_run
 from rstn.train import NonFiniteLossError, SplitLike
 
 
+class RunNotStarted(Exception):
+    """A run the CPU queue passed over (`why_not_start` gave a reason): no failure, it waits for a later queue."""
+
+
 def train_row(row: str, profile: str = "auto", seed: int = 0, *, results_dir: str | Path = "results",
               device: str | torch.device | None = None, resume: bool = False, force: bool = False,
               progress: str | bool | None = "auto", data: Mapping[str, SplitLike] | None = None,
@@ -69,7 +73,8 @@ def train_configs(configs: Sequence[RunConfig], *, results_dir: str | Path = "re
     gives a reason for is passed over, said so, and the next one is tried.
 
     Returns:
-        [RunResult | NonFiniteLossError | ConfigChangedError | RunBusyError] in the order run.
+        [RunResult | NonFiniteLossError | ConfigChangedError | RunBusyError | RunNotStarted] in the order
+        tried.
     """
     deadline = time.monotonic() + budget_s if budget_s is not None else None
     say = ProgressLog(progress_mode(progress), None)
@@ -83,6 +88,7 @@ def train_configs(configs: Sequence[RunConfig], *, results_dir: str | Path = "re
         left_s = deadline - time.monotonic() if deadline is not None else math.inf
         if why_not_start is not None and (reason := why_not_start(config, left_s)) is not None:
             say(f"not started: {config.row}/seed{config.seed} {reason}")
+            outcomes.append(RunNotStarted(f"{config.row}/seed{config.seed} {reason}"))
             continue
         try:
             result = train_run(config, results_dir=results_dir, checkpoint_root=checkpoint_root, device=device,
@@ -112,8 +118,9 @@ def train_configs(configs: Sequence[RunConfig], *, results_dir: str | Path = "re
 def describe_outcomes(outcomes: Sequence[RunResult | Exception], took_s: float) -> tuple[str, int]:
     """("N runs in T: ... already finished, ... trained to the end, ...", failures) for `train_configs`'s
     outcomes; failures: diverged runs and records kept as made with another config (a run left to another
-    process is no failure)."""
+    process, or one passed over, is no failure)."""
     busy = sum(isinstance(o, RunBusyError) for o in outcomes)
+    passed_over = sum(isinstance(o, RunNotStarted) for o in outcomes)
     other_config = sum(isinstance(o, ConfigChangedError) for o in outcomes)
     diverged = sum(isinstance(o, NonFiniteLossError) for o in outcomes)
     runs = [o for o in outcomes if not isinstance(o, Exception)]
@@ -125,6 +132,8 @@ def describe_outcomes(outcomes: Sequence[RunResult | Exception], took_s: float) 
         summary.append(f"{other_config} kept as made with another config (--force retrains)")
     if busy:
         summary.append(f"{busy} left to another process training it")
+    if passed_over:
+        summary.append(f"{passed_over} passed over, not started (the reasons above)")
     text = f"{counted(len(outcomes), 'run')} in {format_duration(took_s)}: " + ", ".join(summary)
     return text, diverged + other_config
 

@@ -251,16 +251,19 @@ def test_a_lane_starts_no_new_run_whose_pack_the_history_has_no_room_for(tmp_pat
 
 
 def test_a_lane_passes_over_a_new_run_the_budget_left_is_too_short_for(tmp_path, capsys):
-    from rstn.runlist import train_configs
+    from rstn.runlist import RunNotStarted, describe_outcomes, train_configs
 
     configs = [run_config(r, "smoke", 0, **TINY) for r in ("ffn-spn-d4", "rnn-spn-d4")]
     why = {"ffn-spn-d4": "would start from epoch 0, which needs 2h of the budget", "rnn-spn-d4": None}
     seen = []
     outcomes = train_configs(configs, results_dir=tmp_path, progress="text", budget_s=3600.0,
                              why_not_start=lambda c, left_s: seen.append(left_s) or why[c.row])
-    assert [o.run_dir.parent.name for o in outcomes] == ["rnn-spn-d4"]  # the next run is tried
+    assert [getattr(o, "run_dir", None) and o.run_dir.parent.name for o in outcomes] == [None, "rnn-spn-d4"]
     assert "not started: ffn-spn-d4/seed0 would start from epoch 0, which needs 2h" in capsys.readouterr().out
     assert 3590 < seen[0] <= 3600 and seen[1] <= seen[0]  # asked with the budget left
+    text, failed = describe_outcomes(outcomes, 60.0)  # the next run is tried; the one passed over is counted
+    assert text.startswith("2 runs in 1m") and text.endswith(", 1 passed over, not started (the reasons above)")
+    assert failed == 0 and isinstance(outcomes[0], RunNotStarted)
     assert not (tmp_path / "smoke" / "ffn-spn-d4").exists()
 
 
