@@ -47,7 +47,6 @@ from rstn.runs import checkpoint_path
 MIN_NEW_EPOCHS = 20
 
 
-
 def queue_configs(profile: str = "paper") -> list[RunConfig]:
     """The resolved configs of `CPU_QUEUE`, in its order."""
     return [run_config(row, profile, seed) for row, seed in CPU_QUEUE]
