@@ -35,7 +35,7 @@ from rstn.backends import processor_id, resolve_device
 from rstn.checkpoints import PACK_NAME
 from rstn.experiments import CPU_QUEUE, RunConfig, run_config, run_dir, same_config
 from rstn.history import HISTORY_LIMIT_MIB, no_room_reason, pack_cost_mib, why_no_room
-from rstn.progress import format_duration
+from rstn.progress import counted, format_duration
 from rstn.records import RUN_FILE, ResultsError, RunRecord, read_run
 from rstn.runs import checkpoint_path
 
@@ -182,9 +182,9 @@ class PlannedRun:
         if self.no_room is not None:
             fate = f"not started: {no_room_reason(*self.no_room)}"
         elif self.left_out:
-            fate = (f"not started: the budget would take it only {self.reach} epochs from scratch (a run starts "
-                    f"with {MIN_NEW_EPOCHS}, or half its epochs, in view: each committed resume pack stays in the "
-                    "repository's history)")
+            fate = (f"not started: the budget would take it only {counted(self.reach, 'epoch')} from scratch "
+                    f"(a run starts with {MIN_NEW_EPOCHS}, or half its epochs, in view: each committed resume pack "
+                    "stays in the repository's history)")
         elif self.reach >= end and end < c.train.max_epochs:  # `end` is early stopping's, were it to improve no more
             fate = f"ends in the budget if it improves no more (early stopping after epoch {end})"
         elif self.reach >= end:
