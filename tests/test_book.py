@@ -204,3 +204,36 @@ def test_replicate_keeps_a_record_of_another_config_and_says_what_differs(repo):
     assert path.read_bytes() == before
     report = book.ReplicateReport("smoke", repo / "book", {(ROW, 0): outcome})
     assert report.summary() == "1 row kept as made with another config (FORCE=1 / --force retrains)"
+
+
+def _git(repo: Path, *args: str) -> None:
+    import subprocess
+
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                   capture_output=True)
+
+
+def test_uncommitted_runs_names_each_run_folder_git_does_not_hold(tmp_path):
+    """The chapters warn when they draw on results a clean clone lacks: new, changed or deleted run files."""
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    results = tmp_path / "results"
+    for run in ("paper/kept/seed0", "paper/changed/seed0", "paper/deleted/seed1"):
+        (results / run).mkdir(parents=True)
+        (results / run / RUN_FILE).write_text("{}\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "results")
+    _git(tmp_path, "commit", "-qm", "results")
+    assert book.uncommitted_runs(results) == []
+    (results / "paper/changed/seed0" / RUN_FILE).write_text('{"epochs_run": 2}\n')
+    (results / "paper/deleted/seed1" / RUN_FILE).unlink()
+    (results / "paper/new/seed2").mkdir(parents=True)
+    (results / "paper/new/seed2/train.log").write_text("epoch 0\n")
+    (results / "README.md").write_text("not a run\n")
+    assert book.uncommitted_runs(results) == ["paper/changed/seed0", "paper/deleted/seed1", "paper/new/seed2"]
+
+
+def test_uncommitted_runs_is_empty_outside_git(tmp_path):
+    (tmp_path / "results/paper/row/seed0").mkdir(parents=True)
+    assert book.uncommitted_runs(tmp_path / "results") == []
+    assert book.uncommitted_runs(tmp_path / "absent") == []
