@@ -37,7 +37,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rstn.progress import counted
+from rstn.worktree import warn_uncommitted
 
 if TYPE_CHECKING:
     from rstn.experiments import RunConfig
@@ -261,39 +261,6 @@ def _path_parameters(root: Path, folder: Path, results_dir: Path) -> dict[str, s
             if _relative(path, folder) != _relative(path, root / "book")}
 
 
-def uncommitted_runs(results_dir: str | Path) -> list[str]:
-    """The run folders (<profile>/<row>/seed<n>, relative to `results_dir`) with files that git does not
-    hold as committed: new, changed or deleted. Empty outside a git work tree or without git.
-
-    The book is rendered from the results in the work tree, but nbval re-executes it on a clean clone, which
-    has only the committed ones: a page drawn from a run still training differs there."""
-    results = Path(results_dir).resolve()
-    if not results.is_dir():
-        return []
-    try:
-        status = subprocess.run(["git", "-C", str(results), "status", "--porcelain", "--untracked-files=all",
-                                 "--no-renames", "-z", "--", "."], capture_output=True, text=True, timeout=60,
-                                check=True).stdout
-        top = Path(subprocess.run(["git", "-C", str(results), "rev-parse", "--show-toplevel"],
-                                  capture_output=True, text=True, timeout=60, check=True).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        return []
-    runs = set()
-    for entry in filter(None, status.split("\0")):
-        path = (top / entry[3:]).resolve()
-        parts = path.relative_to(results).parts if path.is_relative_to(results) else ()
-        if len(parts) >= 4:  # <profile>/<row>/seed<n>/<file>
-            runs.add("/".join(parts[:3]))
-    return sorted(runs)
-
-
-def _warn_uncommitted(results: Path, root: Path, out) -> None:
-    runs = uncommitted_runs(results)
-    if runs:
-        print(f"chapters: uncommitted results in {_relative(results, root)}/ ({', '.join(runs)}): book/ will show "
-              "them, and nbval on a clean clone differs until they are committed", file=out, flush=True)
-
-
 def run_chapters(names: Sequence[str] | None = None, profile: str | None = BOOK_PROFILE, *,
                  root: Path | None = None, results_dir: str | Path = "results", into_book: bool = False,
                  announce: bool = True, out=None, parameters: Mapping[str, Any] | None = None) -> list[Path]:
@@ -334,7 +301,7 @@ def run_chapters(names: Sequence[str] | None = None, profile: str | None = BOOK_
         print(f"chapters: {why}: rendering into {_relative(folder, root)}/, book/ untouched (--into-book writes "
               "the book)", file=out, flush=True)
     if in_book:
-        _warn_uncommitted(results, root, out)
+        warn_uncommitted(results, root, out)
     # fetch MNIST here, if it is not there yet, so that no download message lands in a chapter's stderr
     mnist_path()
     parameters = _path_parameters(root, folder, results)

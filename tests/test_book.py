@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from rstn import book, cli, experiments
+from rstn import book, cli, experiments, worktree
 from rstn.results import RUN_FILE, ResultsError, read_run, write_run
 from rstn.runs import is_finished, train_run
 
@@ -224,16 +224,16 @@ def test_uncommitted_runs_names_each_run_folder_git_does_not_hold(tmp_path):
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", "results")
     _git(tmp_path, "commit", "-qm", "results")
-    assert book.uncommitted_runs(results) == []
+    assert worktree.uncommitted_runs(results) == []
     (results / "paper/changed/seed0" / RUN_FILE).write_text('{"epochs_run": 2}\n')
     (results / "paper/deleted/seed1" / RUN_FILE).unlink()
     (results / "paper/new/seed2").mkdir(parents=True)
     (results / "paper/new/seed2/train.log").write_text("epoch 0\n")
     (results / "README.md").write_text("not a run\n")
-    assert book.uncommitted_runs(results) == ["paper/changed/seed0", "paper/deleted/seed1", "paper/new/seed2"]
+    assert worktree.uncommitted_runs(results) == ["paper/changed/seed0", "paper/deleted/seed1", "paper/new/seed2"]
 
 
 def test_uncommitted_runs_is_empty_outside_git(tmp_path):
     (tmp_path / "results/paper/row/seed0").mkdir(parents=True)
-    assert book.uncommitted_runs(tmp_path / "results") == []
-    assert book.uncommitted_runs(tmp_path / "absent") == []
+    assert worktree.uncommitted_runs(tmp_path / "results") == []
+    assert worktree.uncommitted_runs(tmp_path / "absent") == []
